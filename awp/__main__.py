@@ -1,0 +1,5 @@
+import sys
+
+from awp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""One atomic apply: compile every family, validate all, then load them in order.
+
+If a later family fails, the families already loaded are put back from their snapshots, so
+the running firewall is left exactly as it was. Nothing is remembered outside the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from awp.backend.iptables import IptablesBackend, detect_variant, rollback_text
+from awp.backend.runner import Runner, run
+from awp.compile import KernelState, Ruleset, compile_family, render_restore
+from awp.errors import ApplyError
+from awp.model import Config
+
+log = logging.getLogger(__name__)
+FAMILIES = (4, 6)
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: IptablesBackend
+    snapshot: str
+    current: KernelState
+    desired: Ruleset
+    text: str
+
+    @property
+    def changed(self) -> bool:
+        c = self.current
+        return not (c.digest == self.desired.tag and c.chains == self.desired.names and c.hook == bool(self.desired.chains))
+
+
+def backends(variant: str, runner: Runner = run) -> list[IptablesBackend]:
+    chosen = detect_variant(runner) if variant == "auto" else variant
+    return [IptablesBackend(family, chosen, runner) for family in FAMILIES]
+
+
+def plan(config: Config, targets: list[IptablesBackend]) -> list[Plan]:
+    plans = []
+    for backend in targets:
+        snapshot = backend.snapshot()
+        current = backend.state(snapshot)
+        desired = compile_family(config, backend.family)
+        plans.append(Plan(backend, snapshot, current, desired, render_restore(desired, current)))
+    return plans
+
+
+def execute(plans: list[Plan]) -> list[Plan]:
+    """Validate every changed family, then load them in order; roll back on failure."""
+    todo = [p for p in plans if p.changed]
+    for p in todo:
+        p.backend.test(p.text)
+    done: list[Plan] = []
+    for p in todo:
+        try:
+            p.backend.load(p.text)
+        except ApplyError:
+            _roll_back(done)
+            raise
+        log.info("loaded family=ipv%d chains=%d digest=%s", p.backend.family, len(p.desired.chains),
+                 p.desired.tag or "none")
+        done.append(p)
+    return todo
+
+
+def _roll_back(done: list[Plan]) -> None:
+    for p in reversed(done):
+        now = p.backend.state()
+        try:
+            p.backend.load(rollback_text(p.snapshot, now))
+            log.warning("rolled back family=ipv%d", p.backend.family)
+        except ApplyError as exc:
+            log.error("rollback failed family=ipv%d: %s", p.backend.family, exc)

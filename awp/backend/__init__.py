@@ -1,0 +1,1 @@
+"""Thin appliers between awp and the kernel. Runners are injected so tests can record."""

@@ -1,0 +1,147 @@
+"""Checks across doors and lists, and warnings about weak sequences.
+
+Errors (ConfigError) make a configuration unusable. Warnings are printed by `awp check` and
+`awp -s -f`; with FW_PORTKNOCK_STRICT="yes" they refuse the configuration instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from awp.errors import ConfigError, StrictRefused
+from awp.model import Config, Origin, SimpleDoor
+
+log = logging.getLogger(__name__)
+
+MIN_KNOCKS = 3
+
+
+@dataclass(frozen=True)
+class Finding:
+    origin: Origin | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.message}" if self.origin else self.message
+
+
+def check_config(config: Config, listening: frozenset[tuple[str, int]] = frozenset()) -> list[Finding]:
+    """Raise ConfigError for conflicts; return warnings (refused instead when strict)."""
+    _refuse_port_conflicts(config)
+    warnings = [*_sequence_warnings(config), *_listening_warnings(config, listening), *_empty_warnings(config)]
+    if warnings and config.settings.strict:
+        first = warnings[0]
+        raise StrictRefused(f"{first.message} (FW_PORTKNOCK_STRICT is on)",
+                            path=first.origin.path if first.origin else None,
+                            line=first.origin.line if first.origin else None)
+    return warnings
+
+
+def _refuse_port_conflicts(config: Config) -> None:
+    """Every port has one role: one door's protected port, or one door's knock port."""
+    roles: dict[tuple[str, int], tuple[str, Origin]] = {}
+
+    def claim(proto: str, port: int, role: str, origin: Origin) -> None:
+        key = (proto, port)
+        if key in roles:
+            other_role, other = roles[key]
+            raise ConfigError(f"{role} {port} is already used as {other_role} at {other}",
+                              path=origin.path, line=origin.line)
+        roles[key] = (role, origin)
+
+    for door in config.active_simple:
+        claim("tcp", door.port, "protected port", door.origin)
+    for door in config.active_advanced:
+        claim("tcp", door.port, "protected port", door.origin)
+    for door in config.active_simple:
+        for knock in door.knocks:
+            claim("tcp", knock, "knock port", door.origin)
+    for door in config.active_advanced:
+        if ("tcp", door.knock_port) in roles:
+            role, other = roles[("tcp", door.knock_port)]
+            raise ConfigError(f"knock port (field 2) is already used as {role} at {other}",
+                              path=door.origin.path, line=door.origin.line)
+        claim("udp", door.knock_port, "knock port", door.origin)
+
+
+def _sequence_warnings(config: Config) -> list[Finding]:
+    found = []
+    for door in config.active_simple:
+        if len(door.knocks) < MIN_KNOCKS:
+            found.append(Finding(door.origin, f"door {door.port}: only {len(door.knocks)} knock(s); "
+                                              f"use at least {MIN_KNOCKS}"))
+        if is_scan_completable(door):
+            found.append(Finding(door.origin, f"door {door.port}: knocks {_seq(door)} are in "
+                                              "ascending or descending order, so a port scan in "
+                                              "order (nmap -r) could open this door"))
+    return found
+
+
+def is_scan_completable(door: SimpleDoor) -> bool:
+    """True if a scanner walking ports in order (and retrying the filtered ones in order) can
+    complete the sequence: any strictly ascending or descending sequence of 2+ knocks."""
+    k = door.knocks
+    if len(k) < 2:
+        return True
+    pairs = list(zip(k, k[1:]))
+    return all(a < b for a, b in pairs) or all(a > b for a, b in pairs)
+
+
+def _listening_warnings(config: Config, listening: frozenset[tuple[str, int]]) -> list[Finding]:
+    found = []
+    for door in config.active_simple:
+        for knock in door.knocks:
+            if ("tcp", knock) in listening:
+                found.append(Finding(door.origin, f"door {door.port}: knock port {knock} is a "
+                                                  "listening TCP socket on this host; awp drops its "
+                                                  "new connections"))
+    for door in config.active_advanced:
+        if ("udp", door.knock_port) in listening:
+            found.append(Finding(door.origin, f"door {door.port}: knock port {door.knock_port} is a bound "
+                                              "UDP socket on this host; awp drops its packets"))
+    return found
+
+
+def _empty_warnings(config: Config) -> list[Finding]:
+    s = config.settings
+    found = []
+    if s.enabled and s.simple and not config.simple:
+        found.append(Finding(None, "simple mode is on but the simple knock list has no doors"))
+    if s.enabled and s.advanced and not config.advanced:
+        found.append(Finding(None, "advanced mode is on but the advanced knock list has no doors"))
+    return found
+
+
+def _seq(door: SimpleDoor) -> str:
+    return ",".join(str(k) for k in door.knocks)
+
+
+# --- what is listening on this host (this network namespace) ---------------------------------
+
+_PROC = {"tcp": ("/proc/net/tcp", "/proc/net/tcp6"), "udp": ("/proc/net/udp", "/proc/net/udp6")}
+_TCP_LISTEN = "0A"
+_UDP_UNCONNECTED = "07"
+
+
+def listening_sockets(read=lambda p: Path(p).read_text()) -> frozenset[tuple[str, int]]:
+    """(proto, port) of listening TCP and bound unconnected UDP sockets of this namespace."""
+    found: set[tuple[str, int]] = set()
+    for proto, paths in _PROC.items():
+        state = _TCP_LISTEN if proto == "tcp" else _UDP_UNCONNECTED
+        for path in paths:
+            try:
+                found |= {(proto, port) for port in parse_proc_net(read(path), state)}
+            except OSError:
+                log.debug("cannot read %s", path)
+    return frozenset(found)
+
+
+def parse_proc_net(text: str, state: str) -> set[int]:
+    ports = set()
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) > 3 and cols[3] == state and ":" in cols[1]:
+            ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports

@@ -1,0 +1,233 @@
+"""Command line: the only module that prints. Maps AwpError classes to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from awp import __version__
+from awp.errors import EXIT_CODES, AwpError, EnvironmentProblem, LockoutRefused, UsageError
+
+log = logging.getLogger("awp.cli")
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    p = argparse.ArgumentParser(
+        prog="awp", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Port-knocking doors for Linux appliances. Apply with: awp -s -f",
+        epilog=f"exit codes:\n{codes}\n\nSee awp(8) and awp-portknock-list(5).")
+    p.add_argument("--root", metavar="DIR", help="awp root directory (default: $AWP_ROOT or /var/awp)")
+    p.add_argument("-s", "--set", action="store_true", help="with -f: validate and apply the firewall")
+    p.add_argument("-f", "--firewall", action="store_true", help="with -s: validate and apply the firewall")
+    p.add_argument("--dry-run", action="store_true", help="with -s -f: print what would be loaded, load nothing")
+    p.add_argument("--force", action="store_true", help="with -s -f: apply even if it closes your SSH port")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    p.add_argument("-V", "--version", action="version", version=f"awp {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("check", help="validate settings and lists, touch nothing (like sshd -t)")
+    sub.add_parser("status", help="doors, sources mid-sequence or open, time left")
+    sub.add_parser("remove", help="remove every rule and chain awp installed, stop the listener")
+    sub.add_parser("knockd", help="run the advanced-mode listener in the foreground")
+    knock = sub.add_parser("knock", help="send an advanced-mode knock (like client/knock.sh)")
+    knock.add_argument("destination")
+    knock.add_argument("port")
+    knock.add_argument("secret", help='the secret, or "-" to read it from standard input')
+    knock.add_argument("-s", "--source", dest="source_address", help="address the server sees (behind NAT)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        return _dispatch(parser, args)
+    except AwpError as exc:
+        err.print(f"awp: error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("awp: interrupted", markup=False)
+        return 130
+
+
+def _dispatch(parser: argparse.ArgumentParser, args) -> int:
+    from awp.paths import Root
+
+    root = Root.resolve(args.root)
+    if args.command is None and (args.set or args.firewall):
+        if not (args.set and args.firewall):
+            raise UsageError("apply is spelled: awp -s -f")
+        return cmd_apply(root, args)
+    if args.dry_run or args.force:
+        raise UsageError("--dry-run and --force go with -s -f")
+    commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
+                "knockd": cmd_knockd, "knock": cmd_knock}
+    if args.command not in commands:
+        parser.print_usage(sys.stderr)
+        raise UsageError("nothing to do: give -s -f or a command")
+    return commands[args.command](root, args)
+
+
+def _setup_logging(args) -> None:
+    level = logging.ERROR if args.quiet else (logging.INFO, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    if args.verbose == 0 and not args.quiet:
+        for noisy in ("awp.apply", "awp.knockd.control"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("this command changes or reads the kernel firewall; run it as root")
+
+
+def _print_warnings(findings) -> None:
+    for finding in findings:
+        err.print(f"awp: warning: {finding}", style="yellow", markup=False)
+        log.debug("warning %s", finding)
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_check(root, args) -> int:
+    from awp.load import load_and_check
+
+    config, findings = load_and_check(root)
+    _print_warnings(findings)
+    s = config.settings
+    out.print(f"awp: configuration OK: {len(config.active_simple)} simple door(s), "
+              f"{len(config.active_advanced)} advanced door(s)"
+              + ("" if s.enabled else " (FW_PORTKNOCK is off: nothing would be protected)"), markup=False)
+    return 0
+
+
+def cmd_apply(root, args) -> int:
+    from awp import apply as applier
+    from awp.load import load_and_check
+    from awp.lockout import lockout_risk
+
+    _require_root()
+    config, findings = load_and_check(root)
+    _print_warnings(findings)
+    risk = lockout_risk(config, os.environ.get("SSH_CONNECTION"))
+    if risk and not args.force and not args.dry_run:
+        raise LockoutRefused(risk)
+    plans = applier.plan(config, applier.backends(config.settings.backend))
+    if args.dry_run:
+        for p in plans:
+            out.print(f"# {p.backend.tool}-restore --noflush" + ("" if p.changed else " (no change)"), markup=False)
+            out.print(p.text, end="", markup=False)
+        return 0
+    changed = applier.execute(plans)
+    _sync_listener(root, config)
+    _report_apply(config, changed)
+    return 0
+
+
+def _sync_listener(root, config) -> None:
+    from awp.knockd import control
+
+    if config.active_advanced:
+        log.info("listener %s", control.ensure(root))
+    elif control.stop(root):
+        log.info("listener stopped: advanced mode is off")
+
+
+def _report_apply(config, changed) -> None:
+    if not changed:
+        out.print("awp: firewall already up to date; nothing changed", markup=False)
+    elif not (config.active_simple or config.active_advanced):
+        out.print("awp: port knocking is off; removed awp's rules", markup=False)
+    else:
+        ports = sorted({d.port for d in config.active_simple} | {d.port for d in config.active_advanced})
+        out.print(f"awp: applied; protected TCP port(s): {', '.join(map(str, ports))}", markup=False)
+
+
+def cmd_remove(root, args) -> int:
+    from awp import apply as applier
+    from awp.knockd import control
+    from awp.model import Config, Settings
+
+    _require_root()
+    control.stop(root)
+    variant = _variant_for_remove(root)
+    changed = applier.execute(applier.plan(Config(Settings(enabled=False)), applier.backends(variant)))
+    out.print("awp: removed awp's rules" if changed else "awp: nothing of awp's was installed", markup=False)
+    return 0
+
+
+def _variant_for_remove(root) -> str:
+    from awp.errors import ConfigError
+    from awp.settings import load_settings
+
+    try:
+        return load_settings(root.config).backend
+    except ConfigError:
+        return "auto"
+
+
+def cmd_status(root, args) -> int:
+    from awp.backend.recent import RecentLists, kernel_clock
+    from awp.knockd import control
+    from awp.load import load_config
+    from awp.status import door_sources
+
+    _require_root()
+    config = load_config(root)
+    out.print(_doors_table(config))
+    sources = door_sources(config, RecentLists(), kernel_clock())
+    out.print(_sources_table(sources))
+    pid = control.running_pid(root)
+    if config.active_advanced or pid:
+        out.print(f"listener: {'running, pid ' + str(pid) if pid else 'not running'}", markup=False)
+    return 0
+
+
+def _doors_table(config) -> Table:
+    table = Table(title="awp doors" + ("" if config.settings.enabled else " (FW_PORTKNOCK is off)"))
+    for column in ("port", "mode", "knock", "defined at"):
+        table.add_column(column, overflow="fold")
+    for d in sorted(config.active_simple, key=lambda d: d.port):
+        table.add_row(str(d.port), "simple", "tcp " + ",".join(map(str, d.knocks)), str(d.origin))
+    for d in sorted(config.active_advanced, key=lambda d: d.port):
+        table.add_row(str(d.port), "advanced", f"udp {d.knock_port} (one-time password)", str(d.origin))
+    return table
+
+
+def _sources_table(sources) -> Table:
+    table = Table(title="sources (read from the kernel)")
+    for column in ("port", "source", "state", "time left"):
+        table.add_column(column)
+    for s in sources:
+        table.add_row(str(s.port), s.source, s.state, f"{s.seconds_left} s")
+    if not sources:
+        table.add_row("-", "-", "no source is mid-sequence or open", "-")
+    return table
+
+
+def cmd_knockd(root, args) -> int:
+    from awp.knockd.listener import run_listener
+
+    _require_root()
+    return run_listener(root)
+
+
+def cmd_knock(root, args) -> int:
+    from awp.knockd.client import send_knock
+
+    secret = sys.stdin.readline().rstrip("\n") if args.secret == "-" else args.secret
+    sent = send_knock(args.destination, args.port, secret, args.source_address)
+    out.print(f"awp: knock sent to {sent}", markup=False)
+    return 0

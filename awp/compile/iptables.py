@@ -1,0 +1,175 @@
+"""Config -> Ruleset for iptables (IPv4 or IPv6). Pure: no I/O, no globals.
+
+See docs/design.md for the chain layout. In short: every TCP packet is dispatched by port
+through a binary tree of --dport ranges to a per-port leaf, so a packet never walks every
+door; xt_recent lists hold each source's progress in the kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from awp.compile.ruleset import ENTRY, Chain, Rule, Ruleset, with_digest
+from awp.compile.tree import port_tree
+from awp.model import AdvancedDoor, Config, SimpleDoor
+
+PROG = "awp-prog"
+KNOCK_LOG_LIMIT = ("-m", "limit", "--limit", "10/min", "--limit-burst", "20")
+NFLOG_COPY = 128
+# Size of a knock datagram at the IP layer: header + UDP header + 64 or 65 bytes of payload.
+KNOCK_IP_LENGTH = {4: "92:93", 6: "112:113"}
+
+
+def compile_family(config: Config, family: int) -> Ruleset:
+    """awp's whole ruleset for one family; empty when nothing is active."""
+    simple = tuple(sorted(config.active_simple, key=lambda d: d.port))
+    advanced = tuple(sorted(config.active_advanced, key=lambda d: d.port))
+    if family == 6 and not config.settings.ipv6:
+        simple, advanced = (), ()
+    if not simple and not advanced:
+        return Ruleset(family, ())
+    builder = _Builder(config, family, simple, advanced)
+    return with_digest(Ruleset(family, builder.chains()))
+
+
+def stage_list(door: SimpleDoor, stage: int) -> str:
+    digest = hashlib.sha256(",".join(map(str, door.knocks)).encode()).hexdigest()[:6]
+    return f"awp{door.port}-{digest}-s{stage}"
+
+
+def shared_stage_list(stage: int) -> str:
+    return f"awp-s{stage}"
+
+
+def open_list(port: int) -> str:
+    return f"awp{port}-open"
+
+
+def grant_list(port: int) -> str:
+    return f"awpa{port}"
+
+
+def _recent(name: str, *op: str) -> tuple[str, ...]:
+    return ("-m", "recent", "--name", name, *op)
+
+
+class _Builder:
+    def __init__(self, config: Config, family: int, simple, advanced):
+        self.s = config.settings
+        self.family = family
+        self.simple: tuple[SimpleDoor, ...] = simple
+        self.advanced: tuple[AdvancedDoor, ...] = advanced
+        self.out: list[Chain] = []
+
+    def chains(self) -> tuple[Chain, ...]:
+        entry: list[Rule] = []
+        if self.simple:
+            entry.append(self._rule("-p", "tcp", "--syn", *self._fresh(PROG), "-g", "AWP-PROG"))
+        entry.append(self._rule("-p", "tcp", "-g", self._idle_tree()))
+        if self.advanced:
+            entry.append(self._rule("-p", "udp", "-g", self._udp_tree()))
+        if self.simple:
+            self._progress_chains()
+        return (Chain(ENTRY, tuple(entry)), *sorted(self.out, key=lambda c: c.name))
+
+    # --- trees -------------------------------------------------------------------------
+
+    def _idle_tree(self) -> str:
+        leaves: dict[int, Callable[[], tuple[Rule, ...]]] = {}
+        for door in self.simple:
+            leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
+            leaves[door.knocks[0]] = lambda d=door: self._first_knock_leaf(d)
+            for knock in door.knocks[1:]:
+                leaves[knock] = lambda: (self._rule("-j", "DROP"),)
+        for door in self.advanced:
+            leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
+        return self._tree("AWP-IDLE", "tcp", "AWP-I", leaves)
+
+    def _udp_tree(self) -> str:
+        leaves = {d.knock_port: lambda: self._knock_udp_leaf() for d in self.advanced}
+        return self._tree("AWP-UDP", "udp", "AWP-U", leaves)
+
+    def _tree(self, root: str, proto: str, leaf_prefix: str, leaves) -> str:
+        for port, make in leaves.items():
+            self.out.append(Chain(f"{leaf_prefix}{port}", make()))
+        nodes = port_tree(sorted(leaves), root, f"{root}-", lambda p: f"{leaf_prefix}{p}")
+        for name, branches in nodes:
+            rules = tuple(self._rule("-p", proto, "-m", proto, "--dport", rng, "-g", target)
+                          for rng, target in branches)
+            self.out.append(Chain(name, rules))
+        return root
+
+    # --- simple mode -------------------------------------------------------------------
+
+    def _progress_chains(self) -> None:
+        leaves = {}
+        for door in self.simple:
+            for m, knock in enumerate(door.knocks, start=1):
+                leaves[knock] = lambda d=door, m=m: self._progress_leaf(d, m)
+                self.out.append(Chain(self._advance_name(door, m), self._advance(door, m)))
+        self._tree("AWP-PTREE", "tcp", "AWP-P", leaves)
+        longest = max(len(d.knocks) for d in self.simple)
+        reset = [self._rule(*_recent(PROG, "--remove"))]
+        reset += [self._rule(*_recent(shared_stage_list(k), "--remove")) for k in range(1, longest)]
+        self.out.append(Chain("AWP-RESET", tuple(reset)))
+        self.out.append(Chain("AWP-PROG", (self._rule("-j", "AWP-PTREE"), self._rule("-j", "AWP-RESET"),
+                                           self._rule("-g", "AWP-IDLE"))))
+
+    def _first_knock_leaf(self, door: SimpleDoor) -> tuple[Rule, ...]:
+        return (self._rule("-p", "tcp", "--syn", "-g", self._advance_name(door, 1)), self._rule("-j", "DROP"))
+
+    def _progress_leaf(self, door: SimpleDoor, m: int) -> tuple[Rule, ...]:
+        """Mid-sequence source knocking door.knocks[m-1]: advance, or ignore a retransmit."""
+        rules = []
+        if m >= 2:
+            rules.append(self._rule(*self._at_stage(door, m - 1), "-g", self._advance_name(door, m)))
+        if m < len(door.knocks):
+            rules.append(self._rule(*self._at_stage(door, m), "-j", "DROP"))
+        return tuple(rules)
+
+    def _at_stage(self, door: SimpleDoor, stage: int) -> tuple[str, ...]:
+        return (*self._fresh(shared_stage_list(stage)), *self._fresh(stage_list(door, stage)))
+
+    def _fresh(self, name: str) -> tuple[str, ...]:
+        return _recent(name, "--rcheck", "--seconds", str(self.s.step_timeout))
+
+    def _advance_name(self, door: SimpleDoor, m: int) -> str:
+        return f"AWP-A{door.port}-{m}"
+
+    def _advance(self, door: SimpleDoor, m: int) -> tuple[Rule, ...]:
+        rules = []
+        if m >= 2:
+            rules += [self._rule(*_recent(shared_stage_list(m - 1), "--remove")),
+                      self._rule(*_recent(stage_list(door, m - 1), "--remove"))]
+        if m < len(door.knocks):
+            rules += [self._rule(*_recent(name, "--set"))
+                      for name in (shared_stage_list(m), stage_list(door, m), PROG)]
+        else:
+            rules += [self._rule(*_recent(PROG, "--remove")), self._rule(*_recent(open_list(door.port), "--set"))]
+            if self.s.kernel_log:
+                rules.append(self._rule(*KNOCK_LOG_LIMIT, "-j", "LOG", "--log-prefix", f"awp open port={door.port} "))
+        return (*rules, self._rule("-j", "DROP"))
+
+    # --- protected ports and advanced knock ports ---------------------------------------
+
+    def _protected_leaf(self, port: int) -> tuple[Rule, ...]:
+        rules = [self._rule("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")]
+        rules += [self._rule("-s", str(net), "-j", "ACCEPT") for net in self.s.allow if net.version == self.family]
+        new_syn = ("-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW")
+        if any(d.port == port for d in self.simple):
+            seconds = str(self.s.open_window)
+            rules.append(self._rule(*new_syn, *_recent(open_list(port), "--rcheck", "--seconds", seconds), "-j", "ACCEPT"))
+        if any(d.port == port for d in self.advanced):
+            seconds = str(self.s.autoclose)
+            rules.append(self._rule(*new_syn, *_recent(grant_list(port), "--rcheck", "--seconds", seconds), "-j", "ACCEPT"))
+        return (*rules, self._rule("-j", "DROP"))
+
+    def _knock_udp_leaf(self) -> tuple[Rule, ...]:
+        nflog = ("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-size", str(NFLOG_COPY))
+        return (self._rule("-m", "length", "--length", KNOCK_IP_LENGTH[self.family], *nflog),
+                self._rule("-j", "DROP"))
+
+    @staticmethod
+    def _rule(*args: str) -> Rule:
+        return Rule(tuple(args))

@@ -1,0 +1,1 @@
+"""Advanced mode: the listener that turns one-time passwords into kernel-held grants."""

@@ -1,0 +1,117 @@
+"""Settings: DIR/etc/config, read with configobj and validated against awp/configspec.ini."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from importlib import resources
+from pathlib import Path
+
+from configobj import ConfigObj, ConfigObjError, flatten_errors
+from configobj import validate as vdt
+
+from awp.errors import ConfigError
+from awp.model import Settings
+from awp.textfile import read_text
+
+_KEYS = {
+    "FW_PORTKNOCK": "enabled",
+    "FW_PORTKNOCK_SIMPLE": "simple",
+    "FW_PORTKNOCK_ADVANCED": "advanced",
+    "FW_PORTKNOCK_IPV6": "ipv6",
+    "FW_PORTKNOCK_STRICT": "strict",
+    "FW_PORTKNOCK_STEP_TIMEOUT": "step_timeout",
+    "FW_PORTKNOCK_OPEN_WINDOW": "open_window",
+    "FW_PORTKNOCK_AUTOCLOSE": "autoclose",
+    "FW_PORTKNOCK_ALLOW": "allow",
+    "FW_PORTKNOCK_BACKEND": "backend",
+    "FW_PORTKNOCK_NFLOG_GROUP": "nflog_group",
+    "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
+}
+
+
+def _yesno(value):
+    text = _scalar(value).strip().lower()
+    if text not in ("yes", "no"):
+        raise vdt.ValidateError(f'must be "yes" or "no", not "{_scalar(value)}"')
+    return text == "yes"
+
+
+def _number(value, min=None, max=None):  # noqa: A002 - configspec argument names
+    text = _scalar(value).strip()
+    if not re.fullmatch(r"[0-9]{1,9}", text, re.ASCII):
+        raise vdt.ValidateError(f'must be a whole number, not "{_scalar(value)}"')
+    number = int(text)
+    low, high = int(min), int(max)
+    if not low <= number <= high:
+        raise vdt.ValidateError(f"{number} is out of range {low}-{high}")
+    return number
+
+
+def _networks(value):
+    nets = []
+    for token in _scalar(value).replace(",", " ").split():
+        try:
+            nets.append(ipaddress.ip_network(token, strict=False))
+        except ValueError:
+            raise vdt.ValidateError(f'"{token}" is not an IP address or network') from None
+    return tuple(nets)
+
+
+def _scalar(value) -> str:
+    return ", ".join(value) if isinstance(value, list) else str(value)
+
+
+def _validator() -> vdt.Validator:
+    return vdt.Validator({"yesno": _yesno, "number": _number, "networks": _networks})
+
+
+def _spec() -> list[str]:
+    text = resources.files("awp").joinpath("configspec.ini").read_text(encoding="utf-8")
+    return text.splitlines()
+
+
+def load_settings(path: Path) -> Settings:
+    """Parse and validate the settings file. A missing file is an error."""
+    text = read_text(path, what="settings file")
+    return parse_settings(text, str(path))
+
+
+def parse_settings(text: str, path: str) -> Settings:
+    lines = text.split("\n")
+    try:
+        conf = ConfigObj(lines, configspec=_spec(), interpolation=False, file_error=False)
+    except ConfigObjError as exc:
+        line = getattr(exc, "line_number", None)
+        raise ConfigError(f"cannot parse settings: {_first_line(exc)}", path=path, line=line) from None
+    _refuse_unknown(conf, lines, path)
+    result = conf.validate(_validator(), preserve_errors=True)
+    if result is not True:
+        _raise_first(conf, result, lines, path)
+    return Settings(**{attr: conf[key] for key, attr in _KEYS.items()})
+
+
+def _refuse_unknown(conf: ConfigObj, lines: list[str], path: str) -> None:
+    for section in conf.sections:
+        raise ConfigError(f'unknown section "[{section}]"', path=path, line=_line_of(lines, f"[{section}"))
+    for key in conf.scalars:
+        if key not in _KEYS:
+            raise ConfigError(f"unknown setting {key}", path=path, line=_line_of(lines, key))
+
+
+def _raise_first(conf, result, lines: list[str], path: str) -> None:
+    for _sections, key, error in flatten_errors(conf, result):
+        reason = str(error) if error is not False else "is missing"
+        raise ConfigError(f"{key}: {reason}", path=path, line=_line_of(lines, key))
+
+
+def _line_of(lines: list[str], key: str) -> int | None:
+    pattern = re.compile(r"\s*" + re.escape(key))
+    for number, line in enumerate(lines, start=1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# knock.sh: send one awp advanced-mode knock (xt_pknock UDP-mode one-time password).
+#
+# payload = lowercase hex HMAC-SHA256(key = secret (UTF-8 bytes),
+#                                     msg = source address (4 or 16 bytes, network order)
+#                                           + uint32 little-endian minutes since the epoch)
+#           followed by one newline: 65 bytes, sent as one UDP datagram.
+#
+# Needs bash >= 4.2, openssl and od. The secret never reaches a command line: the HMAC
+# (RFC 2104) is computed here and openssl only hashes what is piped into it.
+# See knock.sh(1).
+
+set -u
+set -o pipefail
+export LC_ALL=C
+
+PROG=${0##*/}
+readonly PROG
+readonly EX_FAIL=1 EX_USAGE=2
+readonly MAX_EPOCH=257698037759 # 2^32 minutes - 1 second
+
+usage() {
+	cat <<EOF
+usage: $PROG [-4 | -6] [-s ADDR] [-t EPOCH] [-n] <dst> <knock port> <secret | ->
+
+Send one one-time password for awp's advanced mode (xt_pknock UDP mode).
+
+  -s ADDR   source address the server sees (behind NAT: the public address);
+            default: the address the kernel uses towards <dst>
+  -4, -6    use IPv4 / IPv6 only (to resolve a host name)
+  -t EPOCH  use this time (seconds since the epoch) instead of now
+  -n        dry run: print the MAC on stdout, the source on stderr; send nothing
+  -h        show this help
+
+A secret of '-' is read from the first line of standard input, which keeps it
+out of ps and the shell history. Exit status: 0 sent, 1 failure, 2 usage error.
+EOF
+}
+
+fail() {
+	printf '%s: error: %s\n' "$PROG" "$1" >&2
+	exit "$EX_FAIL"
+}
+
+usage_error() {
+	printf '%s: error: %s\n' "$PROG" "$1" >&2
+	printf "Try '%s -h' for help.\n" "$PROG" >&2
+	exit "$EX_USAGE"
+}
+
+# --- addresses: each parser sets REPLY to the address bytes in hex ----------------------
+
+ipv4_hex() {
+	local octet='(0|[1-9][0-9]{0,2})' i h
+	local re="^$octet\\.$octet\\.$octet\\.$octet\$"
+	[[ $1 =~ $re ]] || return 1
+	REPLY=
+	for i in 1 2 3 4; do
+		((BASH_REMATCH[i] <= 255)) || return 1
+		printf -v h '%02x' "${BASH_REMATCH[i]}"
+		REPLY+=$h
+	done
+}
+
+# "a:b:c" -> REPLY = groups as 4 hex digits each, NGROUPS = their count ("" -> 0 groups).
+ipv6_groups() {
+	local g h
+	local -a parts
+	REPLY='' NGROUPS=0
+	[[ -z $1 ]] && return 0
+	[[ $1 =~ ^[0-9a-f]{1,4}(:[0-9a-f]{1,4})*$ ]] || return 1
+	IFS=: read -ra parts <<<"$1"
+	for g in "${parts[@]}"; do
+		printf -v h '%04x' "$((16#$g))"
+		REPLY+=$h
+		NGROUPS=$((NGROUPS + 1))
+	done
+}
+
+# Literal IPv6 address, optionally with an embedded IPv4 tail and a %zone (ignored here).
+ipv6_hex() {
+	local a=${1,,} head tail n
+	[[ $a == *%* ]] && { [[ ${a#*%} =~ ^[a-z0-9_.-]+$ ]] || return 1; }
+	a=${a%%\%*}
+	[[ $a == *:* ]] || return 1
+	if [[ $a == *.* ]]; then
+		ipv4_hex "${a##*:}" || return 1
+		a="${a%:*}:${REPLY:0:4}:${REPLY:4:4}"
+	fi
+	if [[ $a != *::* ]]; then
+		ipv6_groups "$a" && ((NGROUPS == 8))
+		return
+	fi
+	tail=${a#*::}
+	[[ $tail != *::* ]] || return 1
+	ipv6_groups "${a%%::*}" || return 1
+	head=$REPLY n=$NGROUPS
+	ipv6_groups "$tail" || return 1
+	((n + NGROUPS <= 7)) || return 1
+	printf -v n '%*s' $(((8 - n - NGROUPS) * 4)) ''
+	REPLY=$head${n// /0}$REPLY
+}
+
+is_v4_mapped() {
+	[[ $1 == 00000000000000000000ffff* ]]
+}
+
+# --- destination and source ------------------------------------------------------------
+
+# Sets DST (a literal address) and FAMILY (4 or 6) from the <dst> argument.
+resolve_dst() {
+	local want=$1 dst=$2
+	if ipv4_hex "$dst"; then
+		FAMILY=4
+	elif [[ $dst == *:* ]]; then
+		ipv6_hex "$dst" || usage_error "invalid IPv6 address: $dst"
+		is_v4_mapped "$REPLY" && usage_error "IPv4-mapped address: use the IPv4 address"
+		FAMILY=6
+	elif [[ $dst =~ ^[0-9.]+$ ]]; then
+		usage_error "invalid IPv4 address: $dst"
+	elif [[ $dst =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$ ]]; then
+		resolve_name "$want" "$dst"
+		return
+	else
+		usage_error "invalid destination: $dst"
+	fi
+	[[ -z $want || $want == "$FAMILY" ]] || usage_error "$dst is not an IPv$want address"
+	DST=$dst
+}
+
+resolve_name() {
+	local want=$1 name=$2 db=ahosts out addr
+	[[ -n $want ]] && db=ahostsv$want
+	command -v getent >/dev/null || fail "getent not found; give <dst> as an address"
+	out=$(getent "$db" "$name") || fail "cannot resolve $name"
+	addr=${out%%[[:space:]]*}
+	if ipv4_hex "$addr"; then
+		FAMILY=4
+	elif ipv6_hex "$addr" && ! is_v4_mapped "$REPLY"; then
+		FAMILY=6
+	else
+		fail "no usable IPv${want:-4/6} address for $name"
+	fi
+	DST=$addr
+}
+
+# Sets SRC to the address the kernel would use towards DST.
+route_src() {
+	local fam=$1 dst=$2 out i
+	local -a cmd words
+	command -v ip >/dev/null || fail "ip (iproute2) not found; give the source with -s"
+	cmd=(ip "-$fam" route get "${dst%%\%*}")
+	[[ $dst == *%* ]] && cmd+=(oif "${dst#*%}")
+	out=$("${cmd[@]}" 2>/dev/null) || fail "no route to $dst"
+	read -ra words <<<"$out"
+	for ((i = 0; i + 1 < ${#words[@]}; i++)); do
+		[[ ${words[i]} == src ]] && SRC=${words[i + 1]} && return 0
+	done
+	fail "no source address towards $dst; give it with -s"
+}
+
+# Sets ADDR_HEX to the bytes of SRC; SRC must be of family $1.
+source_bytes() {
+	local fam=$1 ok=1
+	if ((fam == 4)); then
+		ipv4_hex "$SRC" && ok=0
+	else
+		ipv6_hex "$SRC" && ! is_v4_mapped "$REPLY" && ok=0
+	fi
+	((ok == 0)) || usage_error "source $SRC is not a usable IPv$fam address (the destination is IPv$fam)"
+	ADDR_HEX=$REPLY
+}
+
+# --- HMAC-SHA256 (RFC 2104), the key never leaves this shell ----------------------------
+
+hex_to_bytes() {
+	local hex=$1 esc='' i
+	for ((i = 0; i < ${#hex}; i += 2)); do
+		esc+="\\x${hex:i:2}"
+	done
+	printf '%b' "$esc"
+}
+
+# stdin -> stdout: SHA-256 in lowercase hex.
+sha256_hex() {
+	local out
+	out=$(openssl dgst -sha256 -r) || return 1
+	out=${out%% *}
+	[[ $out =~ ^[0-9a-f]{64}$ ]] || return 1
+	printf '%s\n' "$out"
+}
+
+# $1 key (hex), $2 message (hex) -> stdout: HMAC-SHA256 in lowercase hex.
+hmac_sha256() {
+	local key=$1 msg=$2 ipad='' opad='' inner i b h
+	if ((${#key} > 128)); then
+		key=$(hex_to_bytes "$key" | sha256_hex) || return 1
+	fi
+	printf -v h '%*s' $((128 - ${#key})) ''
+	key+=${h// /0}
+	for ((i = 0; i < 128; i += 2)); do
+		b=$((16#${key:i:2}))
+		printf -v h '%02x' $((b ^ 0x36))
+		ipad+=$h
+		printf -v h '%02x' $((b ^ 0x5c))
+		opad+=$h
+	done
+	inner=$(hex_to_bytes "$ipad$msg" | sha256_hex) || return 1
+	hex_to_bytes "$opad$inner" | sha256_hex
+}
+
+# $1 secret -> stdout: its UTF-8 bytes in hex (printf is a builtin: no command line).
+secret_hex() {
+	local hex
+	hex=$(printf '%s' "$1" | od -An -v -tx1) || return 1
+	hex=${hex//[[:space:]]/}
+	printf '%s\n' "$hex"
+}
+
+minute_le_hex() {
+	local m=$(($1 / 60))
+	printf '%02x%02x%02x%02x\n' $((m & 255)) $((m >> 8 & 255)) $((m >> 16 & 255)) $((m >> 24 & 255))
+}
+
+# --- main --------------------------------------------------------------------------------
+
+read_secret() {
+	local secret=$1
+	if [[ $secret == - ]]; then
+		secret=
+		if [[ -t 0 ]]; then
+			IFS= read -rsp 'secret: ' secret
+			printf '\n' >&2
+		else
+			IFS= read -r secret
+		fi
+	fi
+	[[ -n $secret ]] || usage_error "the secret is empty"
+	SECRET=$secret
+}
+
+check_port() {
+	if ! [[ $1 =~ ^[0-9]{1,5}$ ]] || ((10#$1 < 1 || 10#$1 > 65535)); then
+		usage_error "knock port must be 1-65535, got '$1'"
+	fi
+}
+
+check_time() {
+	if ! [[ $1 =~ ^[0-9]{1,12}$ ]] || ((10#$1 > MAX_EPOCH)); then
+		usage_error "-t wants seconds since the epoch (0-$MAX_EPOCH), got '$1'"
+	fi
+}
+
+send() {
+	local dst=$1 port=$2 payload=$3
+	printf '%s\n' "$payload" 2>/dev/null >"/dev/udp/$dst/$((10#$port))" ||
+		fail "could not send to $dst port $port"
+}
+
+main() {
+	local opt want='' dry=0 now='' port mac key_hex
+	SRC=
+	OPTIND=1
+	while getopts ':s:46t:nh' opt; do
+		case $opt in
+		s) SRC=$OPTARG ;;
+		4 | 6)
+			[[ -z $want || $want == "$opt" ]] || usage_error "-4 and -6 exclude each other"
+			want=$opt
+			;;
+		t) check_time "$OPTARG" && now=$((10#$OPTARG)) ;;
+		n) dry=1 ;;
+		h) usage && exit 0 ;;
+		:) usage_error "option -$OPTARG needs a value" ;;
+		*) usage_error "unknown option -$OPTARG" ;;
+		esac
+	done
+	shift $((OPTIND - 1))
+	(($# == 3)) || usage_error "expected <dst> <knock port> <secret>, got $# argument(s)"
+	port=$2
+	check_port "$port"
+	resolve_dst "$want" "$1"
+	read_secret "$3"
+	command -v openssl >/dev/null || fail "openssl not found"
+	command -v od >/dev/null || fail "od not found"
+	[[ -n $SRC ]] || route_src "$FAMILY" "$DST"
+	source_bytes "$FAMILY"
+	[[ -n $now ]] || printf -v now '%(%s)T' -1
+	key_hex=$(secret_hex "$SECRET") || fail "cannot read the secret"
+	unset SECRET
+	mac=$(hmac_sha256 "$key_hex" "$ADDR_HEX$(minute_le_hex "$now")") || fail "openssl failed"
+	if ((dry)); then
+		printf '%s\n' "$mac"
+		printf '%s: source address %s\n' "$PROG" "$SRC" >&2
+		return 0
+	fi
+	send "$DST" "$port" "$mac"
+}
+
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 2))); then
+	printf '%s: error: bash 4.2 or newer is needed\n' "$PROG" >&2
+	exit "$EX_FAIL"
+fi
+main "$@"
