@@ -80,7 +80,8 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
 def _setup_logging(args) -> None:
     level = logging.ERROR if args.quiet else (logging.INFO, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    stamped = args.command == "knockd" and "JOURNAL_STREAM" not in os.environ
+    handler.setFormatter(logging.Formatter(("%(asctime)s " if stamped else "") + "%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     if args.verbose == 0 and not args.quiet:
         for noisy in ("awp.apply", "awp.knockd.control"):

@@ -16,9 +16,7 @@ from awp.model import AdvancedDoor, Config, SimpleDoor
 
 PROG = "awp-prog"
 KNOCK_LOG_LIMIT = ("-m", "limit", "--limit", "10/min", "--limit-burst", "20")
-NFLOG_COPY = 128
-# Size of a knock datagram at the IP layer: header + UDP header + 64 or 65 bytes of payload.
-KNOCK_IP_LENGTH = {4: "92:93", 6: "112:113"}
+NFLOG_COPY = 256
 
 
 def compile_family(config: Config, family: int) -> Ruleset:
@@ -167,8 +165,7 @@ class _Builder:
 
     def _knock_udp_leaf(self) -> tuple[Rule, ...]:
         nflog = ("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-size", str(NFLOG_COPY))
-        return (self._rule("-m", "length", "--length", KNOCK_IP_LENGTH[self.family], *nflog),
-                self._rule("-j", "DROP"))
+        return (self._rule(*nflog), self._rule("-j", "DROP"))
 
     @staticmethod
     def _rule(*args: str) -> Rule:

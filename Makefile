@@ -1,0 +1,41 @@
+# awp: two entry points for a fresh Debian 12 machine, run as root:
+#   make demo   full knock demo in throwaway network namespaces
+#   make test   every test tier (unit, golden, backend, netns)
+# Both run `make setup` first, which installs only what is missing.
+
+PYTHON   ?= python3
+VENV     := .venv
+DEB_PKGS := iptables ipset nftables iproute2 kmod telnet netcat-openbsd knockd nmap socat \
+            shellcheck man-db groff-base openssl procps python3-venv
+
+.PHONY: setup .setup-deb demo test lint bench clean
+
+setup: .setup-deb $(VENV)/.installed
+
+.setup-deb:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/python demo/demo.py
+
+test: setup
+	$(VENV)/bin/pytest -q -ra
+
+lint: setup
+	shellcheck client/knock.sh bin/awp
+	for m in man/*.[0-9]; do man --warnings -l $$m >/dev/null; done
+
+bench: setup
+	$(VENV)/bin/python bench/simple_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,138 @@
+"""`awp knockd`: read knocks through NFLOG, check them, grant or revoke in the kernel.
+
+Nothing is ever sent back to a knocker. Grants are xt_recent entries checked by the
+firewall with --seconds FW_PORTKNOCK_AUTOCLOSE, so they expire even if this process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import time
+
+from awp import otp
+from awp.backend.recent import RecentLists
+from awp.compile.iptables import grant_list
+from awp.errors import AwpError, ListenerError
+from awp.knockd.nflog import NflogSocket, Packet
+from awp.knockd.ratelog import RateLimitedLog
+from awp.knockd.verify import Verdict, check
+from awp.load import load_config
+from awp.model import Config
+from awp.paths import Root
+
+log = logging.getLogger(__name__)
+RCVBUF = 16 << 20
+
+
+class Listener:
+    def __init__(self, root: Root, config: Config, lists: RecentLists | None = None):
+        self.root = root
+        self.lists = lists or RecentLists()
+        self.replay = otp.ReplayCache(root.replay_cache)
+        self.replay.load()
+        self.rejects = RateLimitedLog(log)
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self.doors = {d.knock_port: d for d in config.active_advanced}
+
+    def handle(self, packet: Packet, now: float) -> Verdict:
+        minute = otp.minute_of(now)
+        verdict = check(packet, self.doors, self.replay, minute)
+        if verdict.action == "reject":
+            self._log_reject(packet, verdict)
+            return verdict
+        self._remember(verdict, minute)
+        self._grant(packet, verdict)
+        return verdict
+
+    def _remember(self, verdict: Verdict, minute: int) -> None:
+        try:
+            self.replay.add(verdict.mac, verdict.minute, minute)
+        except OSError as exc:
+            log.error("replay cache not saved (%s); a restart would forget this knock", exc.strerror)
+
+    def _grant(self, packet: Packet, verdict: Verdict) -> None:
+        door = verdict.door
+        name = grant_list(door.port)
+        if verdict.action == "open":
+            self.lists.add(name, packet.src)
+            expires = self.config.settings.autoclose
+            log.info("knock accepted action=open port=%d knock_port=%d src=%s expires_in=%ds mac=%s",
+                     door.port, door.knock_port, packet.src, expires, verdict.mac_prefix)
+        else:
+            self.lists.remove(name, packet.src)
+            log.info("knock accepted action=close port=%d knock_port=%d src=%s mac=%s",
+                     door.port, door.knock_port, packet.src, verdict.mac_prefix)
+
+    def _log_reject(self, packet: Packet, verdict: Verdict) -> None:
+        port = verdict.door.port if verdict.door else "-"
+        self.rejects.emit("knock rejected reason=%s port=%s knock_port=%d src=%s mac=%s",
+                          verdict.reason, port, packet.dport, packet.src, verdict.mac_prefix or "-")
+
+
+def run_listener(root: Root) -> int:
+    """Foreground loop until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+    lock = _take_pidfile(root)
+    flags = {"reload": False, "stop": False}
+    signal.signal(signal.SIGHUP, lambda *_: flags.__setitem__("reload", True))
+    signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))
+    signal.signal(signal.SIGINT, lambda *_: flags.__setitem__("stop", True))
+    listener = Listener(root, load_config(root))
+    sock = _open(listener.config)
+    log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
+             listener.config.settings.nflog_group)
+    try:
+        while not flags["stop"]:
+            if flags["reload"]:
+                flags["reload"] = False
+                sock = _reload(root, listener, sock)
+            for packet in sock.receive(timeout=1.0):
+                listener.handle(packet, time.time())
+            listener.rejects.flush()
+    finally:
+        sock.close()
+        log.info("listener stopped pid=%d", os.getpid())
+        os.close(lock)
+    return 0
+
+
+def _open(config: Config) -> NflogSocket:
+    group = config.settings.nflog_group
+    try:
+        return NflogSocket(group, copy_range=256, rcvbuf=RCVBUF)
+    except OSError as exc:
+        raise ListenerError(f"cannot bind NFLOG group {group}: {exc}") from None
+
+
+def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
+    try:
+        config = load_config(root)
+    except AwpError as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
+        return sock
+    old_group = listener.config.settings.nflog_group
+    listener.configure(config)
+    log.info("listener reloaded doors=%d", len(listener.doors))
+    if config.settings.nflog_group != old_group:
+        sock.close()
+        return _open(config)
+    return sock
+
+
+def _take_pidfile(root: Root) -> int:
+    root.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root.pidfile, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise ListenerError(f"another listener already runs for {root.base} (pid {other or '?'})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -1,0 +1,39 @@
+"""Rate-limited logging for rejected knocks, so a flood cannot flood the log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+class RateLimitedLog:
+    """At most `burst` lines per `period` seconds; the rest are counted and summarised."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, period: float = 10.0, clock=time.monotonic):
+        self.logger = logger
+        self.burst = burst
+        self.period = period
+        self.clock = clock
+        self.window_start = clock()
+        self.emitted = 0
+        self.suppressed = 0
+
+    def emit(self, fmt: str, *args) -> None:
+        self._roll()
+        if self.emitted < self.burst:
+            self.emitted += 1
+            self.logger.warning(fmt, *args)
+        else:
+            self.suppressed += 1
+
+    def flush(self) -> None:
+        self._roll()
+
+    def _roll(self) -> None:
+        now = self.clock()
+        if now - self.window_start < self.period:
+            return
+        if self.suppressed:
+            self.logger.warning("knock rejected suppressed=%d lines in the last %.0fs", self.suppressed,
+                                now - self.window_start)
+        self.window_start, self.emitted, self.suppressed = now, 0, 0
