@@ -6,8 +6,11 @@ the running firewall is left exactly as it was. Nothing is remembered outside th
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from awp.backend.iptables import IptablesBackend, detect_variant, rollback_text
 from awp.backend.runner import Runner, run
@@ -58,7 +61,7 @@ def execute(plans: list[Plan]) -> list[Plan]:
         try:
             p.backend.load(p.text)
         except ApplyError:
-            _roll_back(done)
+            roll_back(done)
             raise
         log.info("loaded family=ipv%d chains=%d digest=%s", p.backend.family, len(p.desired.chains),
                  p.desired.tag or "none")
@@ -66,7 +69,8 @@ def execute(plans: list[Plan]) -> list[Plan]:
     return todo
 
 
-def _roll_back(done: list[Plan]) -> None:
+def roll_back(done: list[Plan]) -> None:
+    """Put the families in `done` back as their snapshots had them."""
     for p in reversed(done):
         now = p.backend.state()
         try:
@@ -74,3 +78,15 @@ def _roll_back(done: list[Plan]) -> None:
             log.warning("rolled back family=ipv%d", p.backend.family)
         except ApplyError as exc:
             log.error("rollback failed family=ipv%d: %s", p.backend.family, exc)
+
+
+@contextmanager
+def exclusive(lock_path: Path):
+    """One apply at a time per awp root (flock on DIR/var/run/awp.lock)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ApplyError(f"another awp command holds {lock_path}; try again") from None
+        yield

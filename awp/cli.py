@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -125,25 +126,37 @@ def cmd_apply(root, args) -> int:
     risk = lockout_risk(config, os.environ.get("SSH_CONNECTION"))
     if risk and not args.force and not args.dry_run:
         raise LockoutRefused(risk)
-    plans = applier.plan(config, applier.backends(config.settings.backend))
     if args.dry_run:
-        for p in plans:
-            out.print(f"# {p.backend.tool}-restore --noflush" + ("" if p.changed else " (no change)"), markup=False)
-            out.print(p.text, end="", markup=False)
-        return 0
-    changed = applier.execute(plans)
-    _sync_listener(root, config)
+        return _dry_run(applier.plan(config, applier.backends(config.settings.backend)))
+    with applier.exclusive(root.lock):
+        plans = applier.plan(config, applier.backends(config.settings.backend))
+        changed = applier.execute(plans)
+        _sync_listener(root, config, changed)
     _report_apply(config, changed)
     return 0
 
 
-def _sync_listener(root, config) -> None:
+def _dry_run(plans) -> int:
+    for p in plans:
+        out.print(f"# {p.backend.tool}-restore --noflush" + ("" if p.changed else " (no change)"), markup=False)
+        out.print(p.text, end="", markup=False)
+    return 0
+
+
+def _sync_listener(root, config, changed) -> None:
+    """Start, reload or stop the listener; if it cannot start, undo the kernel change."""
+    from awp import apply as applier
+    from awp.errors import ListenerError
     from awp.knockd import control
 
-    if config.active_advanced:
-        log.info("listener %s", control.ensure(root))
-    elif control.stop(root):
-        log.info("listener stopped: advanced mode is off")
+    try:
+        if config.active_advanced:
+            log.info("listener %s", control.ensure(root))
+        elif control.stop(root):
+            log.info("listener stopped: advanced mode is off")
+    except ListenerError:
+        applier.roll_back(changed)
+        raise
 
 
 def _report_apply(config, changed) -> None:
@@ -162,9 +175,10 @@ def cmd_remove(root, args) -> int:
     from awp.model import Config, Settings
 
     _require_root()
-    control.stop(root)
-    variant = _variant_for_remove(root)
-    changed = applier.execute(applier.plan(Config(Settings(enabled=False)), applier.backends(variant)))
+    with applier.exclusive(root.lock):
+        control.stop(root)
+        variant = _variant_for_remove(root)
+        changed = applier.execute(applier.plan(Config(Settings(enabled=False)), applier.backends(variant)))
     out.print("awp: removed awp's rules" if changed else "awp: nothing of awp's was installed", markup=False)
     return 0
 
@@ -187,7 +201,7 @@ def cmd_status(root, args) -> int:
 
     _require_root()
     config = load_config(root)
-    out.print(_doors_table(config))
+    out.print(_doors_table(config, _counters(config)))
     sources = door_sources(config, RecentLists(), kernel_clock())
     out.print(_sources_table(sources))
     pid = control.running_pid(root)
@@ -196,14 +210,29 @@ def cmd_status(root, args) -> int:
     return 0
 
 
-def _doors_table(config) -> Table:
+def _counters(config) -> dict[int, tuple[int, int]]:
+    """port -> (accepted, dropped), IPv4 and IPv6 added up."""
+    from awp import apply as applier
+    from awp.backend.counters import door_counters
+
+    totals: dict[int, tuple[int, int]] = {}
+    for backend in applier.backends(config.settings.backend):
+        for port, c in door_counters(backend).items():
+            accepted, dropped = totals.get(port, (0, 0))
+            totals[port] = (accepted + c.accepted, dropped + c.dropped)
+    return totals
+
+
+def _doors_table(config, counters) -> Table:
     table = Table(title="awp doors" + ("" if config.settings.enabled else " (FW_PORTKNOCK is off)"))
-    for column in ("port", "mode", "knock", "defined at"):
+    for column in ("port", "mode", "knock", "let in", "dropped", "defined at"):
         table.add_column(column, overflow="fold")
-    for d in sorted(config.active_simple, key=lambda d: d.port):
-        table.add_row(str(d.port), "simple", "tcp " + ",".join(map(str, d.knocks)), str(d.origin))
-    for d in sorted(config.active_advanced, key=lambda d: d.port):
-        table.add_row(str(d.port), "advanced", f"udp {d.knock_port} (one-time password)", str(d.origin))
+    rows = [(d.port, "simple", "tcp " + ",".join(map(str, d.knocks)), d.origin) for d in config.active_simple]
+    rows += [(d.port, "advanced", f"udp {d.knock_port} (one-time password)", d.origin)
+             for d in config.active_advanced]
+    for port, mode, knock, origin in sorted(rows, key=lambda r: r[0]):
+        accepted, dropped = counters.get(port, ("-", "-"))
+        table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name}:{origin.line}")
     return table
 
 

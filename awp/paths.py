@@ -35,6 +35,10 @@ class Root:
         return self.base / "var" / "run" / "awp-knockd.pid"
 
     @property
+    def lock(self) -> Path:
+        return self.base / "var" / "run" / "awp.lock"
+
+    @property
     def replay_cache(self) -> Path:
         return self.base / "var" / "lib" / "replay-cache"
 
