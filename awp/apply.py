@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from awp.backend.iptables import IptablesBackend, detect_variant, rollback_text
+from awp.backend import Backend
+from awp.backend.iptables import IptablesBackend, detect_variant
 from awp.backend.runner import Runner, run
-from awp.compile import KernelState, Ruleset, compile_family, render_restore
+from awp.compile import KernelState, Ruleset
 from awp.errors import ApplyError
 from awp.model import Config
 
@@ -24,7 +25,7 @@ FAMILIES = (4, 6)
 
 @dataclass(frozen=True)
 class Plan:
-    backend: IptablesBackend
+    backend: Backend
     snapshot: str
     current: KernelState
     desired: Ruleset
@@ -36,18 +37,18 @@ class Plan:
         return not (c.digest == self.desired.tag and c.chains == self.desired.names and c.hook == bool(self.desired.chains))
 
 
-def backends(variant: str, runner: Runner = run) -> list[IptablesBackend]:
+def backends(variant: str, runner: Runner = run) -> list[Backend]:
     chosen = detect_variant(runner) if variant == "auto" else variant
     return [IptablesBackend(family, chosen, runner) for family in FAMILIES]
 
 
-def plan(config: Config, targets: list[IptablesBackend]) -> list[Plan]:
+def plan(config: Config, targets: list[Backend]) -> list[Plan]:
     plans = []
     for backend in targets:
         snapshot = backend.snapshot()
         current = backend.state(snapshot)
-        desired = compile_family(config, backend.family)
-        plans.append(Plan(backend, snapshot, current, desired, render_restore(desired, current)))
+        desired = backend.compile(config)
+        plans.append(Plan(backend, snapshot, current, desired, backend.render(desired, current)))
     return plans
 
 
@@ -74,7 +75,7 @@ def roll_back(done: list[Plan]) -> None:
     for p in reversed(done):
         now = p.backend.state()
         try:
-            p.backend.load(rollback_text(p.snapshot, now))
+            p.backend.load(p.backend.rollback_text(p.snapshot, now))
             log.warning("rolled back family=ipv%d", p.backend.family)
         except ApplyError as exc:
             log.error("rollback failed family=ipv%d: %s", p.backend.family, exc)

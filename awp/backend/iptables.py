@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass
 
 from awp.backend.runner import Runner, run
-from awp.compile.ruleset import DIGEST_TAG, ENTRY, PREFIX, KernelState
+from awp.compile import compile_family, render_restore
+from awp.compile.ruleset import DIGEST_TAG, ENTRY, PREFIX, KernelState, Ruleset
+from awp.model import Config
 from awp.errors import ApplyError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ class IptablesBackend:
 
     def state(self, snapshot: str | None = None) -> KernelState:
         return parse_state(self.snapshot() if snapshot is None else snapshot)
+
+    def compile(self, config: Config) -> Ruleset:
+        return compile_family(config, self.family)
+
+    def render(self, desired: Ruleset, current: KernelState) -> str:
+        return render_restore(desired, current)
+
+    def rollback_text(self, snapshot: str, now: KernelState) -> str:
+        return rollback_text(snapshot, now)
 
     def test(self, text: str) -> None:
         self._restore(["--test", "--noflush", "--wait"], text, "validating")
