@@ -45,7 +45,13 @@ def backends(variant: str, runner: Runner = run) -> list[Backend]:
 def plan(config: Config, targets: list[Backend]) -> list[Plan]:
     plans = []
     for backend in targets:
-        snapshot = backend.snapshot()
+        try:
+            snapshot = backend.snapshot()
+        except ApplyError:
+            if backend.family == 6 and not config.settings.ipv6:
+                log.info("skipped family=ipv6: FW_PORTKNOCK_IPV6 is off and ip6tables is unusable")
+                continue
+            raise
         current = backend.state(snapshot)
         desired = backend.compile(config)
         plans.append(Plan(backend, snapshot, current, desired, backend.render(desired, current)))

@@ -84,7 +84,7 @@ def is_scan_completable(door: SimpleDoor) -> bool:
     complete the sequence: any strictly ascending or descending sequence of 2+ knocks."""
     k = door.knocks
     if len(k) < 2:
-        return True
+        return False  # a single knock is reported as too short instead
     pairs = list(zip(k, k[1:]))
     return all(a < b for a, b in pairs) or all(a > b for a, b in pairs)
 

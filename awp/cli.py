@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="with -s -f: print what would be loaded, load nothing")
     p.add_argument("--force", action="store_true", help="with -s -f: apply even if it closes your SSH port")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="no informational log lines (warnings and errors still show)")
     p.add_argument("-V", "--version", action="version", version=f"awp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("check", help="validate settings and lists, touch nothing (like sshd -t)")
@@ -64,7 +64,9 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     from awp.paths import Root
 
     root = Root.resolve(args.root)
-    if args.command is None and (args.set or args.firewall):
+    if args.set or args.firewall:
+        if args.command is not None:
+            raise UsageError(f"-s -f applies the firewall; it does not go with the command {args.command!r}")
         if not (args.set and args.firewall):
             raise UsageError("apply is spelled: awp -s -f")
         return cmd_apply(root, args)

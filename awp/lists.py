@@ -148,7 +148,7 @@ def parse_advanced(text: str, path: str) -> tuple[AdvancedDoor, ...]:
 
 
 def _advanced_line(line: str, where: Origin) -> AdvancedDoor:
-    fields = line.split(",")
+    fields = line.lstrip(" \t").split(",")
     if len(fields) != 4:
         raise ConfigError(f"expected 4 comma-separated fields PORT,KNOCKPORT,OPENSECRET,CLOSESECRET, "
                           f"found {len(fields)}", path=where.path, line=where.line)

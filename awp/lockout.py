@@ -18,6 +18,8 @@ def lockout_risk(config: Config, ssh_connection: str | None) -> str | None:
         client = ipaddress.ip_address(parts[0].split("%")[0])
     except ValueError:
         return None
+    if client.version == 6 and not config.settings.ipv6:
+        return None
     port = int(parts[3])
     protected = {d.port for d in config.active_simple} | {d.port for d in config.active_advanced}
     if port not in protected or any(client in net for net in config.settings.allow):
