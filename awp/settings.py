@@ -38,7 +38,7 @@ def _yesno(value):
 
 
 def _number(value, min=None, max=None):  # noqa: A002 - configspec argument names
-    text = _scalar(value).strip()
+    text = _scalar(value)
     if not re.fullmatch(r"[0-9]{1,9}", text, re.ASCII):
         raise vdt.ValidateError(f'must be a whole number, not "{_scalar(value)}"')
     number = int(text)
@@ -82,8 +82,7 @@ def parse_settings(text: str, path: str) -> Settings:
     try:
         conf = ConfigObj(lines, configspec=_spec(), interpolation=False, file_error=False)
     except ConfigObjError as exc:
-        line = getattr(exc, "line_number", None)
-        raise ConfigError(f"cannot parse settings: {_first_line(exc)}", path=path, line=line) from None
+        raise _parse_error(exc, lines, path) from None
     _refuse_unknown(conf, lines, path)
     result = conf.validate(_validator(), preserve_errors=True)
     if result is not True:
@@ -105,8 +104,24 @@ def _raise_first(conf, result, lines: list[str], path: str) -> None:
         raise ConfigError(f"{key}: {reason}", path=path, line=_line_of(lines, key))
 
 
+def _parse_error(exc: ConfigObjError, lines: list[str], path: str) -> ConfigError:
+    """configobj's first error, with its line and the key on that line."""
+    first = (getattr(exc, "errors", None) or [exc])[0]
+    line = getattr(first, "line_number", None)
+    key = _key_on(lines, line)
+    what = "duplicate setting" if "Duplicate" in str(first) else "cannot parse settings"
+    return ConfigError(f"{key}: {what}" if key else f"{what}: {_first_line(first)}", path=path, line=line)
+
+
+def _key_on(lines: list[str], line: int | None) -> str | None:
+    if not line or line > len(lines):
+        return None
+    match = re.match(r"\s*([A-Za-z0-9_]+)\s*=", lines[line - 1])
+    return match.group(1) if match else None
+
+
 def _line_of(lines: list[str], key: str) -> int | None:
-    pattern = re.compile(r"\s*" + re.escape(key))
+    pattern = re.compile(r"\s*" + re.escape(key) + (r"\s*=" if not key.startswith("[") else ""))
     for number, line in enumerate(lines, start=1):
         if pattern.match(line):
             return number
