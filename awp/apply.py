@@ -79,9 +79,8 @@ def execute(plans: list[Plan]) -> list[Plan]:
 def roll_back(done: list[Plan]) -> None:
     """Put the families in `done` back as their snapshots had them."""
     for p in reversed(done):
-        now = p.backend.state()
         try:
-            p.backend.load(p.backend.rollback_text(p.snapshot, now))
+            p.backend.rollback(p.snapshot)
             log.warning("rolled back family=ipv%d", p.backend.family)
         except ApplyError as exc:
             log.error("rollback failed family=ipv%d: %s", p.backend.family, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from awp.backend.recent import KernelClock, RecentLists
-from awp.compile.iptables import grant_list, open_list, shared_stage_list, stage_list
+from awp.compile.iptables import DOOR_BITS, door_bit_list, grant_list, open_list, shared_stage_list
 from awp.model import Config
 
 
@@ -20,13 +20,12 @@ class SourceState:
 def door_sources(config: Config, lists: RecentLists, clock: KernelClock) -> list[SourceState]:
     s = config.settings
     found: list[SourceState] = []
+    door_of = _started_doors(lists)
     for door in config.active_simple:
         n = len(door.knocks)
         for stage in range(1, n):
-            shared = {e.address for e in lists.entries(shared_stage_list(stage))
-                      if clock.age(e) < s.step_timeout}
-            for e in lists.entries(stage_list(door, stage)):
-                if e.address in shared and clock.age(e) < s.step_timeout:
+            for e in lists.entries(shared_stage_list(stage)):
+                if door_of.get(e.address) == door.port and clock.age(e) < s.step_timeout:
                     found.append(_state(door.port, e, f"knocking {stage}/{n}", s.step_timeout, clock))
         found += [_state(door.port, e, "open", s.open_window, clock)
                   for e in lists.entries(open_list(door.port)) if clock.age(e) < s.open_window]
@@ -34,6 +33,15 @@ def door_sources(config: Config, lists: RecentLists, clock: KernelClock) -> list
         found += [_state(door.port, e, "granted", s.autoclose, clock)
                   for e in lists.entries(grant_list(door.port)) if clock.age(e) < s.autoclose]
     return sorted(found, key=lambda x: (x.port, x.source))
+
+
+def _started_doors(lists: RecentLists) -> dict:
+    """source -> protected port of the door it started last, from the awp-b<bit> lists."""
+    ports: dict = {}
+    for bit in range(DOOR_BITS):
+        for e in lists.entries(door_bit_list(bit)):
+            ports[e.address] = ports.get(e.address, 0) | (1 << bit)
+    return ports
 
 
 def _state(port: int, entry, label: str, lifetime: int, clock: KernelClock) -> SourceState:

@@ -41,11 +41,14 @@ class IptablesBackend:
         return ("iptables" if self.family == 4 else "ip6tables") + f"-{self.variant}"
 
     def snapshot(self) -> str:
-        """The filter table as iptables-save prints it (restore syntax)."""
-        result = self.runner([f"{self.tool}-save", "-t", "filter"])
+        """The filter table as iptables-save prints it (restore syntax); "" if there is none.
+
+        Not `-t filter`: iptables-nft-save then prints an empty filter table even where none
+        exists, and a rollback could not tell that awp's load created it."""
+        result = self.runner([f"{self.tool}-save"])
         if result.returncode != 0:
             raise ApplyError(f"{self.tool}-save failed: {_first(result.stderr)}")
-        return result.stdout
+        return filter_section(result.stdout)
 
     def state(self, snapshot: str | None = None) -> KernelState:
         return parse_state(self.snapshot() if snapshot is None else snapshot)
@@ -56,8 +59,15 @@ class IptablesBackend:
     def render(self, desired: Ruleset, current: KernelState) -> str:
         return render_restore(desired, current)
 
-    def rollback_text(self, snapshot: str, now: KernelState) -> str:
-        return rollback_text(snapshot, now)
+    def rollback(self, snapshot: str) -> None:
+        """Put awp's part of the table back as in `snapshot`. On nf_tables, a filter table that
+        did not exist before (awp's load created it) is deleted again if nothing else is in it."""
+        self.load(rollback_text(snapshot, self.state()))
+        if self.variant == "nft" and "*filter" not in snapshot and _empty_table(self.snapshot()):
+            family = "ip" if self.family == 4 else "ip6"
+            result = self.runner(["nft", "delete", "table", family, "filter"])
+            if result.returncode != 0:
+                log.warning("could not delete the empty %s filter table: %s", family, _first(result.stderr))
 
     def test(self, text: str) -> None:
         self._restore(["--test", "--noflush", "--wait"], text, "validating")
@@ -92,6 +102,24 @@ def rollback_text(snapshot: str, now: KernelState) -> str:
         lines.append(f"-D INPUT -j {ENTRY}")
     lines += [f"-X {name}" for name in sorted(now.chains - before.chains)]
     return "\n".join([*lines, "COMMIT"]) + "\n"
+
+
+def filter_section(save: str) -> str:
+    """The lines from "*filter" to its COMMIT, or "" when the table is absent."""
+    lines = save.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == "*filter"), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start, len(lines)) if lines[i].strip() == "COMMIT"), len(lines) - 1)
+    return "".join(lines[start:end + 1])
+
+
+def _empty_table(save: str) -> bool:
+    """Only the three built-in chains, policy ACCEPT, and no rule at all."""
+    lines = [l for l in save.splitlines() if l and not l.startswith("#")]
+    chains = {l.split()[0][1:]: l.split()[1] for l in lines if l.startswith(":")}
+    rules = [l for l in lines if l.startswith("-")]
+    return not rules and chains == {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}
 
 
 def _awp_chains(save: str):

@@ -7,7 +7,6 @@ door; xt_recent lists hold each source's progress in the kernel.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from awp.compile.ruleset import ENTRY, Chain, Rule, Ruleset, with_digest
@@ -31,13 +30,24 @@ def compile_family(config: Config, family: int) -> Ruleset:
     return with_digest(Ruleset(family, builder.chains()))
 
 
-def stage_list(door: SimpleDoor, stage: int) -> str:
-    digest = hashlib.sha256(",".join(map(str, door.knocks)).encode()).hexdigest()[:6]
-    return f"awp{door.port}-{digest}-s{stage}"
+DOOR_BITS = 16  # a door's identity is its protected port, kept bit by bit in awp-b<bit>
+
+
+def door_bit_list(bit: int) -> str:
+    return f"awp-b{bit}"
+
+
+def door_bits(port: int) -> tuple[tuple[int, bool], ...]:
+    """(bit, set?) for each of the 16 bits of the protected port."""
+    return tuple((bit, bool(port >> bit & 1)) for bit in range(DOOR_BITS))
 
 
 def shared_stage_list(stage: int) -> str:
     return f"awp-s{stage}"
+
+
+def scan_list(port: int) -> str:
+    return f"awp{port}-scan"
 
 
 def open_list(port: int) -> str:
@@ -78,7 +88,9 @@ class _Builder:
         for door in self.simple:
             leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
             leaves[door.knocks[0]] = lambda d=door: self._first_knock_leaf(d)
-            for knock in door.knocks[1:]:
+            if len(door.knocks) > 1:
+                leaves[door.knocks[1]] = lambda p=door.port: self._second_knock_leaf(p)
+            for knock in door.knocks[2:]:
                 leaves[knock] = lambda: (self._rule("-j", "DROP"),)
         for door in self.advanced:
             leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
@@ -115,7 +127,15 @@ class _Builder:
                                            self._rule("-g", "AWP-IDLE"))))
 
     def _first_knock_leaf(self, door: SimpleDoor) -> tuple[Rule, ...]:
-        return (self._rule("-p", "tcp", "--syn", "-g", self._advance_name(door, 1)), self._rule("-j", "DROP"))
+        """Start the sequence, unless the source hit a second knock out of turn lately."""
+        return (self._rule("-p", "tcp", "--syn", *self._fresh(scan_list(door.port)), "-j", "DROP"),
+                self._rule("-p", "tcp", "--syn", "-g", self._advance_name(door, 1)), self._rule("-j", "DROP"))
+
+    def _second_knock_leaf(self, port: int) -> tuple[Rule, ...]:
+        """A second knock from a source that did not just knock the first is what port scans
+        (and their reordered retries) do: such a source may not start this door for a step
+        timeout, so no retry order can complete it."""
+        return (self._rule("-p", "tcp", "--syn", *_recent(scan_list(port), "--set")), self._rule("-j", "DROP"))
 
     def _progress_leaf(self, door: SimpleDoor, m: int) -> tuple[Rule, ...]:
         """Mid-sequence source knocking door.knocks[m-1]: advance, or ignore a retransmit."""
@@ -127,7 +147,11 @@ class _Builder:
         return tuple(rules)
 
     def _at_stage(self, door: SimpleDoor, stage: int) -> tuple[str, ...]:
-        return (*self._fresh(shared_stage_list(stage)), *self._fresh(stage_list(door, stage)))
+        """Source completed `stage` knocks (fresh) and the door it started is this one."""
+        match = [*self._fresh(shared_stage_list(stage))]
+        for bit, one in door_bits(door.port):
+            match += ["-m", "recent", *(() if one else ("!",)), "--rcheck", "--name", door_bit_list(bit)]
+        return tuple(match)
 
     def _fresh(self, name: str) -> tuple[str, ...]:
         return _recent(name, "--rcheck", "--seconds", str(self.s.step_timeout))
@@ -137,12 +161,13 @@ class _Builder:
 
     def _advance(self, door: SimpleDoor, m: int) -> tuple[Rule, ...]:
         rules = []
-        if m >= 2:
-            rules += [self._rule(*_recent(shared_stage_list(m - 1), "--remove")),
-                      self._rule(*_recent(stage_list(door, m - 1), "--remove"))]
+        if m == 1:
+            rules += [self._rule(*_recent(door_bit_list(bit), "--set" if one else "--remove"))
+                      for bit, one in door_bits(door.port)]
+        else:
+            rules.append(self._rule(*_recent(shared_stage_list(m - 1), "--remove")))
         if m < len(door.knocks):
-            rules += [self._rule(*_recent(name, "--set"))
-                      for name in (shared_stage_list(m), stage_list(door, m), PROG)]
+            rules += [self._rule(*_recent(name, "--set")) for name in (shared_stage_list(m), PROG)]
         else:
             rules += [self._rule(*_recent(PROG, "--remove")), self._rule(*_recent(open_list(door.port), "--set"))]
             if self.s.kernel_log:
