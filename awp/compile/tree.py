@@ -1,18 +1,23 @@
-"""A binary tree of port ranges, so a packet reaches its port's leaf chain in log2(n) steps."""
+"""A tree of port ranges, so a packet reaches its port's leaf chain in a few steps.
+
+Each node holds up to FANOUT `--dport lo:hi` ranges. A wide, shallow tree keeps both the
+per-packet work small and the chain nesting low: nf_tables refuses rulesets whose chains
+nest more than 16 deep, which a binary tree over 1,000 doors' ports would reach.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-LEAF_FANOUT = 4
+FANOUT = 8
 
 
 def port_tree(ports: list[int], root: str, prefix: str,
               leaf: Callable[[int], str]) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
     """Nodes as (chain name, ((dport match, goto target), ...)), root first.
 
-    A node with at most LEAF_FANOUT ports jumps straight to the leaves; a larger one splits
-    its ports in two halves, each matched by one --dport lo:hi range.
+    A node with at most FANOUT ports jumps straight to the leaves; a larger one splits its
+    ports into FANOUT runs of consecutive ports, each matched by one --dport lo:hi range.
     """
     nodes: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     _node(sorted(ports), root, prefix, leaf, nodes)
@@ -20,13 +25,12 @@ def port_tree(ports: list[int], root: str, prefix: str,
 
 
 def _node(ports, name, prefix, leaf, nodes) -> None:
-    if len(ports) <= LEAF_FANOUT:
+    if len(ports) <= FANOUT:
         nodes.append((name, tuple((str(p), leaf(p)) for p in ports)))
         return
-    half = len(ports) // 2
-    branches = []
-    children = []
-    for part in (ports[:half], ports[half:]):
+    size = -(-len(ports) // FANOUT)
+    branches, children = [], []
+    for part in (ports[i:i + size] for i in range(0, len(ports), size)):
         if len(part) == 1:
             branches.append((str(part[0]), leaf(part[0])))
             continue

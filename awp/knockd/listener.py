@@ -18,7 +18,7 @@ from awp.compile.iptables import grant_list
 from awp.errors import AwpError, ListenerError
 from awp.knockd.nflog import NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
-from awp.knockd.verify import Verdict, check
+from awp.knockd.verify import Verdict, check, explain
 from awp.load import load_config
 from awp.model import Config
 from awp.paths import Root
@@ -44,7 +44,7 @@ class Listener:
         minute = otp.minute_of(now)
         verdict = check(packet, self.doors, self.replay, minute)
         if verdict.action == "reject":
-            self._log_reject(packet, verdict)
+            self._log_reject(packet, verdict, minute)
             return verdict
         self._remember(verdict, minute)
         self._grant(packet, verdict)
@@ -69,10 +69,12 @@ class Listener:
             log.info("knock accepted action=close port=%d knock_port=%d src=%s mac=%s",
                      door.port, door.knock_port, packet.src, verdict.mac_prefix)
 
-    def _log_reject(self, packet: Packet, verdict: Verdict) -> None:
+    def _log_reject(self, packet: Packet, verdict: Verdict, minute: int) -> None:
+        if not self.rejects.allow():
+            return
         port = verdict.door.port if verdict.door else "-"
-        self.rejects.emit("knock rejected reason=%s port=%s knock_port=%d src=%s mac=%s",
-                          verdict.reason, port, packet.dport, packet.src, verdict.mac_prefix or "-")
+        log.warning("knock rejected reason=%s port=%s knock_port=%d src=%s mac=%s",
+                    explain(verdict, packet, minute), port, packet.dport, packet.src, verdict.mac_prefix or "-")
 
 
 def run_listener(root: Root) -> int:

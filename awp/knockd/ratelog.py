@@ -18,13 +18,15 @@ class RateLimitedLog:
         self.emitted = 0
         self.suppressed = 0
 
-    def emit(self, fmt: str, *args) -> None:
+    def allow(self) -> bool:
+        """Whether the next line may be logged now; a refused one is counted as suppressed."""
         self._roll()
         if self.emitted < self.burst:
             self.emitted += 1
-            self.logger.warning(fmt, *args)
-        else:
-            self.suppressed += 1
+            return True
+        self.suppressed += 1
+        return False
+
 
     def flush(self) -> None:
         self._roll()

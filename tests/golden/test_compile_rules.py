@@ -11,7 +11,7 @@ import shlex
 import pytest
 
 from awp.compile import KernelState, Ruleset, compile_family, render_restore
-from awp.compile.tree import LEAF_FANOUT
+from awp.compile.tree import FANOUT
 from awp.lists import parse_simple
 from awp.model import Config
 from awp.settings import parse_settings
@@ -170,11 +170,24 @@ def test_cost_of_a_packet_to_another_port_grows_logarithmically():
     cost = {n: worst_case(n) for n in (1, 10, 100, 1000)}
     rules = {n: c[0] for n, c in cost.items()}
     depth = {n: c[1] for n, c in cost.items()}
-    assert depth[1000] <= depth[1] + 12, depth
-    assert depth[1000] <= math.ceil(math.log2(5 * 1000 / LEAF_FANOUT)) + 1, depth
-    # two rules per tree level plus one leaf node: nowhere near a walk over 5000 ports
-    assert rules[1000] <= rules[1] + 2 * 12 + LEAF_FANOUT, rules
+    levels = math.ceil(math.log(5 * 1000 / FANOUT, FANOUT)) + 1
+    assert depth[1000] <= depth[1] + levels, depth
+    # at most FANOUT range rules per level: nowhere near a walk over 5000 ports
+    assert rules[1000] <= rules[1] + FANOUT * (levels + 1), rules
     assert rules[10] <= rules[100] <= rules[1000], rules
+
+
+def nesting(chains: dict, name: str, seen=()) -> int:
+    """Deepest chain reference (-j or -g) path below `name`, counting `name` itself."""
+    targets = {args[args.index(flag) + 1] for args in chains.get(name, ())
+               for flag in ("-j", "-g") if flag in args and args[args.index(flag) + 1] in chains}
+    return 1 + max((nesting(chains, t, (*seen, name)) for t in targets if t not in seen), default=0)
+
+
+def test_chains_nest_well_below_the_nf_tables_limit_of_16():
+    """nf_tables refuses a ruleset whose chains nest deeper than 16 (INPUT counts as one)."""
+    for count in (1, 1000, 4000):
+        assert 1 + nesting(chains_of(compiled_doors(count)), "AWP-INPUT") <= 12, count
 
 
 def test_chain_names_fit_the_kernel_limit():
