@@ -86,21 +86,32 @@ def run_listener(root: Root) -> int:
     signal.signal(signal.SIGINT, lambda *_: flags.__setitem__("stop", True))
     listener = Listener(root, load_config(root))
     sock = _open(listener.config)
+    os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
              listener.config.settings.nflog_group)
     try:
         while not flags["stop"]:
-            if flags["reload"]:
+            packets = sock.receive(timeout=1.0)
+            if flags["reload"]:  # before handling: a knock sent after awp -s -f sees the new doors
                 flags["reload"] = False
                 sock = _reload(root, listener, sock)
-            for packet in sock.receive(timeout=1.0):
-                listener.handle(packet, time.time())
+            for packet in packets:
+                _handle_one(listener, packet)
             listener.rejects.flush()
     finally:
         sock.close()
         log.info("listener stopped pid=%d", os.getpid())
         os.close(lock)
     return 0
+
+
+def _handle_one(listener: Listener, packet: Packet) -> None:
+    """One packet; a failure (say, a door's grant list removed by a re-apply) is logged and
+    the listener carries on."""
+    try:
+        listener.handle(packet, time.time())
+    except (AwpError, OSError) as exc:
+        log.error("knock not handled src=%s knock_port=%d: %s", packet.src, packet.dport, exc)
 
 
 def _open(config: Config) -> NflogSocket:
@@ -135,6 +146,5 @@ def _take_pidfile(root: Root) -> int:
         other = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
         raise ListenerError(f"another listener already runs for {root.base} (pid {other or '?'})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.ftruncate(fd, 0)  # the pid is written once the listener can receive knocks
     return fd

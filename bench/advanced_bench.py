@@ -1,0 +1,223 @@
+"""awp advanced-mode benchmark: knock-to-open latency of a one-time-password knock, and how
+much junk the listener (awp knockd) absorbs while a valid knock still gets through.
+
+    sudo .venv/bin/python bench/advanced_bench.py [--quick] [--backend auto|legacy|nft]
+
+It prints figures and asserts nothing. Progress goes to stderr, results to stdout.
+bench/README.md explains every column.
+
+A MAC is accepted once, and the same secret from the same address in the same minute
+gives the same MAC; so every knock comes from its own address: 198.18.1.10, .11, ... are
+added to client 1's link (the server's 198.18.1.1/24 reaches them without a route).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchlib import (CpuSample, Knocker, Lab, Sender, fmt, link_rx, make_root, revision, steer_rx, summarize,
+                      table)
+
+PORT, KNOCK_PORT = 2222, 2000
+OPEN_SECRET, CLOSE_SECRET = "bench-open-secret-4747", "bench-close-secret-4747"
+FIRST_EXTRA = 10  # 198.18.1.10 is the first knock source
+DRAIN_LIMIT = 20.0  # seconds the listener may take to go idle after a junk step
+
+
+@dataclass(frozen=True)
+class Plan:
+    trials: int
+    junk_rates: tuple[int, ...]  # 0: as fast as the sender goes
+    bound: float  # seconds a knock may take before it counts as failed
+    warmup: float  # seconds of junk before the valid knock
+
+
+def make_plan(quick: bool) -> Plan:
+    if quick:
+        return Plan(10, (5000, 50000, 0), 3.0, 1.0)
+    return Plan(50, (1000, 5000, 10000, 20000, 30000, 50000, 100000, 0), 5.0, 1.0)
+
+
+def progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def awp_config(backend: str) -> str:
+    return ('FW_PORTKNOCK="yes"\nFW_PORTKNOCK_SIMPLE="no"\nFW_PORTKNOCK_ADVANCED="yes"\n'
+            f'FW_PORTKNOCK_IPV6="yes"\nFW_PORTKNOCK_BACKEND="{backend}"\n')
+
+
+class Listener:
+    """The awp knockd that `awp -s -f` started in the server namespace (found by its pidfile)."""
+
+    def __init__(self, root: str):
+        self.root = Path(root)
+        self.log = self.root / "var" / "log" / "awp-knockd.log"
+        self.pid = int((self.root / "var" / "run" / "awp-knockd.pid").read_text().strip())
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        with open(self.log, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
+    def netlink_drops(self, server) -> int:
+        """Messages the kernel dropped for the listener's netlink sockets (/proc/net/netlink)."""
+        rows = server.run(["cat", "/proc/net/netlink"]).stdout.splitlines()[1:]
+        return sum(int(r.split()[8]) for r in rows if len(r.split()) > 8 and r.split()[2] == str(self.pid))
+
+    def drain(self, limit: float = DRAIN_LIMIT) -> float:
+        """Seconds until the listener used under 5% of a CPU over 0.2 s (at most `limit`)."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            before = self.cpu_seconds()
+            time.sleep(0.2)
+            if self.cpu_seconds() - before < 0.01:
+                break
+        return time.monotonic() - start
+
+    def is_ours(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"knockd" in cmdline and str(self.root).encode() in cmdline
+
+
+class Bench:
+    def __init__(self, lab: Lab, plan: Plan):
+        self.lab, self.plan = lab, plan
+        self.server, self.client, self.junker = lab.server, lab.clients[0], lab.clients[1]
+        self.knocker = Knocker(self.client)
+        self.next_host = FIRST_EXTRA
+
+    def add_sources(self, count: int) -> None:
+        for host in range(FIRST_EXTRA, FIRST_EXTRA + count):
+            self.client.run(["ip", "addr", "add", f"198.18.1.{host}/24", "dev", "eth0"])
+
+    def knock(self) -> dict:
+        src = f"198.18.1.{self.next_host}"
+        self.next_host += 1
+        request = {"kind": "udp", "dst": self.lab.server_ip4(self.client), "port": PORT,
+                   "knock_port": KNOCK_PORT, "secret": OPEN_SECRET, "src": src, "bound": self.plan.bound}
+        return {"src": src, **self.knocker.trial(request)}
+
+    def junk_step(self, listener: Listener, rate: int) -> dict:
+        offset, drops0, cpu0 = listener.log_size(), listener.netlink_drops(self.server), listener.cpu_seconds()
+        rx0, sys0, start = link_rx(self.server, "awp-c2"), CpuSample.read(), time.monotonic()
+        seconds = self.plan.warmup + self.plan.bound + 2
+        sender = Sender(self.junker, {"mode": "junk", "src": self.junker.ip4, "sport": 40000,
+                                      "dst": self.lab.server_ip4(self.junker), "port": KNOCK_PORT,
+                                      "rate": rate, "count": int(seconds * (rate or 2_000_000)),
+                                      "seconds": seconds})
+        try:
+            time.sleep(self.plan.warmup)
+            knock = self.knock()
+        finally:
+            out = sender.stop()
+        window = time.monotonic() - start
+        cpu = listener.cpu_seconds() - cpu0
+        rx1, sysc = link_rx(self.server, "awp-c2"), CpuSample.read().since(sys0)
+        drain = listener.drain()
+        text = listener.log_since(offset)
+        return {"rate": rate, "sent_pps": out["sent"] / out["elapsed"],
+                "delivered_pps": (rx1[0] - rx0[0]) / out["elapsed"], "knock": knock,
+                "listener_cpu_s": cpu, "listener_cpu_pct": 100.0 * cpu / window, "drain_s": drain,
+                "netlink_drops": listener.netlink_drops(self.server) - drops0,
+                "overrun_lines": [line for line in text.splitlines() if "overrun" in line],
+                "accepted": f"src={knock['src']}" in text and "knock accepted" in text,
+                "softirq_pct": sysc["softirq_pct"]}
+
+
+def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
+    lab.server.serve_tcp(PORT)
+    steering = steer_rx(lab)
+    root = make_root(workdir, awp_config(backend), None, f"{PORT},{KNOCK_PORT},{OPEN_SECRET},{CLOSE_SECRET}\n")
+    bench = Bench(lab, plan)
+    bench.add_sources(plan.trials + len(plan.junk_rates))
+    listener = None
+    try:
+        progress("awp -s -f (starts the listener)")
+        lab.server.awp(["-s", "-f"], root, check=True)
+        listener = Listener(root)
+        progress(f"latency: {plan.trials} knocks, each from its own address")
+        latency = summarize([bench.knock() for _ in range(plan.trials)])
+        latency["cpu_s"] = listener.cpu_seconds()
+        steps = []
+        for rate in plan.junk_rates:
+            progress(f"junk at {rate or 'max'} pps, then one valid knock")
+            steps.append(bench.junk_step(listener, rate))
+        return {"steering": steering, "latency": latency, "steps": steps, "listener_pid": listener.pid}
+    finally:
+        bench.knocker.close()
+        remove(lab, root, listener)
+
+
+def remove(lab: Lab, root: str, listener: Listener | None) -> None:
+    """awp remove (stops the listener, removes the rules); if the listener survives, end it."""
+    proc = lab.server.awp(["remove"], root, timeout=120)
+    if proc.returncode != 0:
+        progress(f"awp remove failed: {proc.stderr.strip()}")
+    if listener and listener.is_ours():
+        progress(f"listener pid {listener.pid} still runs; sending SIGKILL")
+        os.kill(listener.pid, signal.SIGKILL)
+
+
+def report(results: dict, plan: Plan, backend: str) -> None:
+    lat = results["latency"]
+    print(results["steering"])
+    print(f"\n1. knock-to-open latency, advanced mode, 1 door, no other traffic (backend {backend})")
+    print(f"   {lat['ok']}/{lat['n']} opened; median {fmt(lat['median'])} ms, p95 {fmt(lat['p95'])} ms "
+          "(valid UDP knock sent -> first completed connect; polls every 5 ms)")
+    print(f"\n2. junk (64 random hex digits + newline) from client 2 to udp/{KNOCK_PORT}, one valid knock "
+          f"from client 1 after {plan.warmup:.0f} s of it (fails after {plan.bound:.0f} s)")
+    rows = []
+    for s in results["steps"]:
+        k = s["knock"]
+        last = re.findall(r"overruns=(\d+)", "\n".join(s["overrun_lines"]))
+        rows.append([str(s["rate"] or "max"), fmt(s["sent_pps"], ".0f"), fmt(s["delivered_pps"], ".0f"),
+                     "yes" if k["ok"] else "NO", fmt(k["ms"]), "yes" if s["accepted"] else "no",
+                     fmt(s["listener_cpu_s"]), fmt(s["listener_cpu_pct"], ".0f"),
+                     fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]), str(len(s["overrun_lines"])),
+                     last[-1] if last else "0", fmt(s["drain_s"], ".1f")])
+    print(table(["junk pps", "sent pps", "delivered pps", "knock ok", "latency ms", "log: accepted", "listener cpu s", "listener cpu %",
+                 "cpu0 softirq %", "netlink drops", "overrun lines", "overruns", "drain s"], rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer trials and rates (under a minute)")
+    p.add_argument("--backend", choices=("auto", "legacy", "nft"), default="auto",
+                   help="FW_PORTKNOCK_BACKEND for the run (default: auto)")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("advanced_bench: needs root (network namespaces, iptables)", file=sys.stderr)
+        return 2
+    plan = make_plan(args.quick)
+    print(f"awp advanced-mode benchmark ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"kernel {platform.release()}, {os.cpu_count()} CPUs, awp {revision()}")
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=2, tag="benchadv") as lab:
+        results = measure(lab, workdir, plan, args.backend)
+    report(results, plan, args.backend)
+    print(f"\ntotal {time.monotonic() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

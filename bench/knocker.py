@@ -1,0 +1,125 @@
+"""Knock-then-connect trials, run inside a client namespace by the benchmarks.
+
+Reads one JSON request per line on stdin, answers one JSON line per request, ends at EOF
+(or after MAX_TRIALS). A request:
+
+    {"kind": "tcp", "dst": "198.18.1.1", "port": 2222, "knocks": [7481, 2203, 9127, 4410],
+     "src": null, "bound": 1.0}
+    {"kind": "udp", "dst": "198.18.1.1", "port": 2222, "knock_port": 2000,
+     "secret": "...", "src": "198.18.1.10", "bound": 2.0}
+
+The clock starts just before the first knock leaves. tcp: one non-blocking connect() per
+knock port, each socket closed at once (a closed SYN_SENT socket never retransmits, so a
+lost knock stays lost). udp: one datagram with a valid one-time password for `src`
+(tests/unit/pknock_ref.py). Then a non-blocking connect() to `port` every POLL seconds,
+each kept for KEEP seconds, until one completes or `bound` seconds have passed.
+Answer: {"ok": bool, "ms": latency or null, "polls": n}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import sys
+import time
+
+POLL = 0.005
+KEEP = 0.95  # under the first SYN retransmission (1 s): a poll is one SYN, but it waits for
+# its SYN-ACK as long as it can, since a busy server delays it
+MAX_TRIALS = 10_000
+MAX_BOUND = 10.0
+
+
+def new_socket(kind: int, src: str | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.setblocking(False)
+    if src:
+        sock.bind((src, 0))
+    return sock
+
+
+def knock_tcp(req: dict) -> None:
+    socks = [new_socket(socket.SOCK_STREAM, req.get("src")) for _ in req["knocks"]]
+    for sock, port in zip(socks, req["knocks"]):
+        sock.connect_ex((req["dst"], port))
+    for sock in socks:
+        sock.close()
+
+
+def knock_udp(req: dict, payload: bytes) -> None:
+    with new_socket(socket.SOCK_DGRAM, req["src"]) as sock:
+        sock.sendto(payload, (req["dst"], req["knock_port"]))
+
+
+def udp_payload(req: dict) -> bytes:
+    from pknock_ref import ref_payload
+
+    return ref_payload(req["secret"], req["src"], time.time())
+
+
+def poll_connect(req: dict, start: float) -> tuple[float | None, int]:
+    """Seconds from start to the first completed connect, or None; and polls sent."""
+    deadline = start + min(float(req["bound"]), MAX_BOUND)
+    pending: list[tuple[socket.socket, float]] = []
+    polls = 0
+    try:
+        while time.perf_counter() < deadline:
+            sock = new_socket(socket.SOCK_STREAM, req.get("src"))
+            sock.connect_ex((req["dst"], req["port"]))
+            pending.append((sock, time.perf_counter()))
+            polls += 1
+            done = wait_tick(pending, time.perf_counter() + POLL)
+            if done is not None:
+                return done - start, polls
+            pending = expire(pending, time.perf_counter() - KEEP)
+        return None, polls
+    finally:
+        for sock, _ in pending:
+            sock.close()
+
+
+def wait_tick(pending, tick_end: float) -> float | None:
+    """Wait until tick_end for one pending connect to complete; its completion time."""
+    while (left := tick_end - time.perf_counter()) > 0:
+        writable = select.select([], [s for s, _ in pending], [], left)[1]
+        for sock in writable:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                return time.perf_counter()
+            pending[:] = [(s, t) for s, t in pending if s is not sock]
+            sock.close()
+    return None
+
+
+def expire(pending, older_than: float):
+    kept = []
+    for sock, sent in pending:
+        if sent < older_than:
+            sock.close()
+        else:
+            kept.append((sock, sent))
+    return kept
+
+
+def trial(req: dict) -> dict:
+    payload = udp_payload(req) if req["kind"] == "udp" else b""
+    start = time.perf_counter()
+    if req["kind"] == "udp":
+        knock_udp(req, payload)
+    else:
+        knock_tcp(req)
+    seconds, polls = poll_connect(req, start)
+    return {"ok": seconds is not None, "ms": None if seconds is None else seconds * 1000, "polls": polls}
+
+
+def main() -> int:
+    if len(sys.argv) > 1:
+        os.sched_setaffinity(0, {int(sys.argv[1])})
+    for _, line in zip(range(MAX_TRIALS), sys.stdin):
+        print(json.dumps(trial(json.loads(line))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
