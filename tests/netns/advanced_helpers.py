@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from awp.paths import Root
+
 from harness import REPO, awp_command, make_root, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "unit"))
@@ -56,28 +58,6 @@ with socket.socket(family, socket.SOCK_DGRAM) as s:
             errors += 1
 print(json.dumps({"sent": sent, "errors": errors}))
 """
-
-UDP_PROBE = r"""
-import json, socket, sys
-dst, port = sys.argv[1], int(sys.argv[2])
-family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-def attempt(f):
-    try:
-        f()
-        return "ok"
-    except ConnectionRefusedError:
-        return "refused"
-    except TimeoutError:
-        return "timeout"
-with socket.socket(family, socket.SOCK_DGRAM) as s:
-    s.settimeout(1.0)
-    s.connect((dst, port))
-    first = attempt(lambda: s.send(b"probe\n"))
-    answer = attempt(lambda: s.recv(100))
-    second = attempt(lambda: s.send(b"probe\n"))
-print(json.dumps({"send1": first, "recv": answer, "send2": second}))
-"""
-
 
 def config_text(advanced: str = "yes", simple: str = "no", autoclose: int = 3600,
                 group: int | None = None) -> str:
@@ -167,6 +147,8 @@ def flood(client, dst: str, count: int, port: int = KNOCK_PORT, limit: float = 6
 
 
 def udp_probe(client, dst: str, port: int) -> dict:
+    from probes import UDP_PROBE
+
     return json.loads(client.run([sys.executable, "-c", UDP_PROBE, dst, port]).stdout)
 
 
@@ -292,24 +274,24 @@ class AwpServer:
         self.host = lab.server
         self.root = make_root(tmp_path, config, simple, advanced)
         self.base = Path(self.root)
-        self.log = ListenerLog(self.base / "var" / "log" / "awp-knockd.log")
+        self.log = ListenerLog(Root(self.base).listener_log)
         self.macs = Macs()
 
     @property
     def config_path(self) -> Path:
-        return self.base / "etc" / "config"
+        return Root(self.base).config
 
     @property
     def advanced_path(self) -> Path:
-        return self.base / "etc" / "firewall" / "advanced-portknock-list"
+        return Root(self.base).advanced_list
 
     @property
     def simple_path(self) -> Path:
-        return self.base / "etc" / "firewall" / "simple-portknock-list"
+        return Root(self.base).simple_list
 
     @property
     def pidfile(self) -> Path:
-        return self.base / "var" / "run" / "awp-knockd.pid"
+        return Root(self.base).pidfile
 
     def awp(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.host.awp(list(args), self.root, timeout=timeout)

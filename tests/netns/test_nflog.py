@@ -80,28 +80,6 @@ with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.sendto(payload, (a["dst"], a["dport"]))
 """
 
-PROBE = r"""
-import json, socket, sys
-a = json.loads(sys.argv[1])
-family = socket.AF_INET6 if ":" in a["dst"] else socket.AF_INET
-def attempt(f):
-    try:
-        f()
-        return "ok"
-    except ConnectionRefusedError:
-        return "refused"
-    except TimeoutError:
-        return "timeout"
-with socket.socket(family, socket.SOCK_DGRAM) as s:
-    s.settimeout(1.0)
-    s.connect((a["dst"], a["dport"]))
-    first = attempt(lambda: s.send(b"probe"))
-    answer = attempt(lambda: s.recv(100))
-    second = attempt(lambda: s.send(b"probe"))
-print(json.dumps({"send1": first, "recv": answer, "send2": second}))
-"""
-
-
 def run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=CMD_TIMEOUT)
 
@@ -206,8 +184,11 @@ def send(ns: str, dst: str, payload: bytes | int, *, sport: int = 40001, count: 
 
 
 def probe(ns: str, dst: str, dport: int) -> dict:
-    out = subprocess.run(in_ns(ns, PROBE, {"dst": dst, "dport": dport}), check=True,
-                         capture_output=True, text=True, timeout=CMD_TIMEOUT, env=child_env())
+    from probes import UDP_PROBE
+
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-c", UDP_PROBE, dst, str(dport)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=CMD_TIMEOUT,
+                         env=child_env())
     return json.loads(out.stdout)
 
 
