@@ -206,6 +206,7 @@ def cmd_status(root, args) -> int:
     out.print(_doors_table(config, _counters(config)))
     sources = door_sources(config, RecentLists(), kernel_clock())
     out.print(_sources_table(sources))
+    out.print(_kernel_line(config), markup=False)
     pid = control.running_pid(root)
     if config.active_advanced or pid:
         out.print(f"listener: {'running, pid ' + str(pid) if pid else 'not running'}", markup=False)
@@ -223,6 +224,17 @@ def _counters(config) -> dict[int, tuple[int, int]]:
             accepted, dropped = totals.get(port, (0, 0))
             totals[port] = (accepted + c.accepted, dropped + c.dropped)
     return totals
+
+
+def _kernel_line(config) -> str:
+    """Whether the kernel holds exactly what this configuration compiles to."""
+    from awp import apply as applier
+
+    stale = [f"IPv{p.backend.family}" for p in applier.plan(config, applier.backends(config.settings.backend))
+             if p.changed]
+    if not stale:
+        return "kernel: awp's rules match the configuration"
+    return f"kernel: {' and '.join(stale)} rules differ from the configuration; run awp -s -f"
 
 
 def _doors_table(config, counters) -> Table:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -408,3 +409,7 @@ def test_status_lists_open_and_knocking_sources(lab, tmp_path):
             for ip in (c1.ip4, c2.ip4)}
     assert len(rows[c1.ip4]) == 1 and "open" in rows[c1.ip4][0], result.stdout
     assert len(rows[c2.ip4]) == 1 and f"knocking 2/{len(SEQ)}" in rows[c2.ip4][0], result.stdout
+    assert "kernel: awp's rules match the configuration" in result.stdout
+    Path(root, "etc/firewall/simple-portknock-list").write_text(DOOR + OTHER_DOOR)
+    edited = lab.server.awp(["status"], root)
+    assert "differ from the configuration; run awp -s -f" in edited.stdout, edited.stdout
