@@ -14,7 +14,7 @@ class Root:
     base: Path
 
     @classmethod
-    def resolve(cls, cli_value: str | None) -> "Root":
+    def resolve(cls, cli_value: str | None) -> Root:
         """--root wins over AWP_ROOT, which wins over the default."""
         return cls(Path(cli_value or os.environ.get("AWP_ROOT") or DEFAULT_ROOT))
 

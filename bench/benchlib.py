@@ -107,7 +107,7 @@ class CpuSample:
     total: int
 
     @classmethod
-    def read(cls, cpu: int = SOFTIRQ_CPU) -> "CpuSample":
+    def read(cls, cpu: int = SOFTIRQ_CPU) -> CpuSample:
         for line in Path("/proc/stat").read_text().splitlines():
             if line.startswith(f"cpu{cpu} "):
                 f = [int(x) for x in line.split()[1:]]
@@ -115,7 +115,7 @@ class CpuSample:
                 return cls(softirq=f[6], busy=sum(f[:8]) - idle, total=sum(f[:8]))
         raise RuntimeError(f"cpu{cpu} not in /proc/stat")
 
-    def since(self, before: "CpuSample") -> dict:
+    def since(self, before: CpuSample) -> dict:
         total = max(1, self.total - before.total)
         return {"softirq_s": (self.softirq - before.softirq) / TICK,
                 "softirq_pct": 100.0 * (self.softirq - before.softirq) / total,

@@ -338,7 +338,7 @@ class Lab:
     def server_ip6(self, client: Host) -> str:
         return f"2001:2:0:{self._index(client)}::1"
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             self._build()
         except BaseException:

@@ -19,7 +19,7 @@ from harness import port_state
 from simple_helpers import (A, B, C, D, DOOR, E, OTHER_DOOR, OTHER_PORT, OTHER_SEQ, PORT, SEQ, WRONG,
                             addr, apply, connects, count_rule, count_syns, in_parallel, knock,
                             netns_runner, plan_in, probe, raw_counts, root_with, saves, serve,
-                            settings, setup, syns, without_awp)
+                            setup, syns, without_awp)
 
 pytestmark = pytest.mark.netns
 
@@ -297,7 +297,7 @@ BAD_INPUTS = {
     # name: (settings overrides, simple list or None, file named, line named)
     "two colons": ({}, f"# doors\n{DOOR}80:1,2:3\n", SIMPLE_LIST, 3),
     "port 70000": ({}, f"{DOOR}\n70000:3301,8808,1207\n", SIMPLE_LIST, 3),
-    "knock 70000": ({}, f"22:7481,70000,9127\n", SIMPLE_LIST, 1),
+    "knock 70000": ({}, "22:7481,70000,9127\n", SIMPLE_LIST, 1),
     "knock port of another door": ({}, f"{DOOR}80:3301,{C},1207\n", SIMPLE_LIST, 2),
     "bad value": ({"FW_PORTKNOCK_STEP_TIMEOUT": "soon"}, DOOR, CONFIG, 3),
     "unknown key": ({"FW_PORTKNOCK_SPEED": "fast"}, DOOR, CONFIG, 5),
