@@ -16,6 +16,10 @@ from awp.model import AdvancedDoor, Config, SimpleDoor
 PROG = "awp-prog"
 KNOCK_LOG_LIMIT = ("-m", "limit", "--limit", "10/min", "--limit-burst", "20")
 NFLOG_COPY = 256
+# IP length of a knock datagram: header + UDP header + 64 or 65 bytes of payload. Others
+# still reach the listener (it logs them as malformed), but at most MISFIT_RATE a second.
+KNOCK_IP_LENGTH = {4: "92:93", 6: "112:113"}
+MISFIT_RATE = ("-m", "limit", "--limit", "20/sec", "--limit-burst", "40")
 
 
 def compile_family(config: Config, family: int) -> Ruleset:
@@ -190,7 +194,8 @@ class _Builder:
 
     def _knock_udp_leaf(self) -> tuple[Rule, ...]:
         nflog = ("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-size", str(NFLOG_COPY))
-        return (self._rule(*nflog), self._rule("-j", "DROP"))
+        return (self._rule("-m", "length", "--length", KNOCK_IP_LENGTH[self.family], *nflog),
+                self._rule(*MISFIT_RATE, *nflog), self._rule("-j", "DROP"))
 
     @staticmethod
     def _rule(*args: str) -> Rule:
