@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from awp.paths import Root
 
 from harness import REPO, awp_command, make_root, wait_for
@@ -355,3 +357,62 @@ class AwpServer:
                 except ProcessLookupError:
                     pass
             wait_for(lambda: not self.listeners(), 5.0, "this root's listeners to end")
+
+
+# --- fixtures and knock helpers shared by the advanced-mode test files -----------------------
+
+
+@pytest.fixture
+def make_server(lab, tmp_path):
+    """AwpServer factory; every server made is cleaned up (listener stopped) afterwards."""
+    made: list[AwpServer] = []
+
+    def make(config: str | None = None, advanced: str | None = DOOR, simple: str | None = None):
+        srv = AwpServer(lab, tmp_path, config or config_text(), advanced, simple)
+        made.append(srv)
+        return srv
+
+    yield make
+    errors = []
+    for srv in made:
+        try:
+            srv.cleanup()
+        except Exception as exc:  # clean up every server before reporting
+            errors.append(exc)
+    assert not errors, errors
+
+
+@pytest.fixture
+def server(lab, make_server) -> AwpServer:
+    """The default door applied, its listener running, a TCP service on the protected port."""
+    srv = make_server()
+    srv.start()
+    lab.server.serve_tcp(PORT)
+    return srv
+
+
+def post(srv: AwpServer, client, dst: str, payload: bytes, port: int = KNOCK_PORT) -> int:
+    """These exact bytes as one datagram from client; returns the log mark once the listener
+    decided about them (see advanced_helpers.deliver)."""
+    return deliver(srv.log, client_addr(client, dst), lambda: send(client, dst, [payload], port))
+
+
+def post_sh(srv: AwpServer, client, dst: str, secret: str, *opts, stdin: bool = False) -> int:
+    """client/knock.sh; returns the log mark once the listener decided about it."""
+    return deliver(srv.log, client_addr(client, dst),
+                   lambda: knock_sh(client, dst, secret, *opts, stdin=stdin))
+
+
+def knock(srv: AwpServer, client, dst: str, secret: str, action: str) -> str:
+    """A fresh valid knock (reference implementation) and its 'knock accepted' log line."""
+    mark = post(srv, client, dst, srv.macs.payload(secret, client_addr(client, dst)))
+    return srv.log.wait(accepted(action, client_addr(client, dst)), mark)
+
+
+def client_addr(client, dst: str) -> str:
+    return client.ip6 if ":" in dst else client.ip4
+
+
+def assert_rejected(srv: AwpServer, mark: int, reason: str, src: str) -> None:
+    srv.log.wait(rejected(reason, src), mark)
+    assert "knock accepted" not in srv.log.since(mark)

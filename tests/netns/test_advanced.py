@@ -9,76 +9,19 @@ then SIGKILL by pid for any process still naming its root).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from advanced_helpers import (CLOSE, DOOR, KNOCK_PORT, OPEN, PORT, SETTLE, AwpServer, accepted,
-                              awp_knock, config_text, deliver, flood, knock_sh, open_session,
-                              ref_mac, refused, rejected, safe_now, send, udp_probe,
-                              wait_connect, wait_second, write_private)
-from harness import port_state, wait_for
+from advanced_helpers import (CLOSE, DOOR, KNOCK_PORT, OPEN, PORT, AwpServer, accepted,
+                              assert_rejected, awp_knock, config_text, deliver, flood,
+                              knock, open_session, post, post_sh, ref_mac,
+                              refused, rejected, safe_now, send, udp_probe, wait_connect,
+                              wait_second, write_private)
+from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from harness import port_state
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def make_server(lab, tmp_path):
-    """AwpServer factory; every server made is cleaned up (listener stopped) afterwards."""
-    made: list[AwpServer] = []
-
-    def make(config: str | None = None, advanced: str | None = DOOR, simple: str | None = None):
-        srv = AwpServer(lab, tmp_path, config or config_text(), advanced, simple)
-        made.append(srv)
-        return srv
-
-    yield make
-    errors = []
-    for srv in made:
-        try:
-            srv.cleanup()
-        except Exception as exc:  # clean up every server before reporting
-            errors.append(exc)
-    assert not errors, errors
-
-
-@pytest.fixture
-def server(lab, make_server) -> AwpServer:
-    """The default door applied, its listener running, a TCP service on the protected port."""
-    srv = make_server()
-    srv.start()
-    lab.server.serve_tcp(PORT)
-    return srv
-
-
-def post(srv: AwpServer, client, dst: str, payload: bytes, port: int = KNOCK_PORT) -> int:
-    """These exact bytes as one datagram from client; returns the log mark once the listener
-    decided about them (see advanced_helpers.deliver)."""
-    return deliver(srv.log, client_addr(client, dst), lambda: send(client, dst, [payload], port))
-
-
-def post_sh(srv: AwpServer, client, dst: str, secret: str, *opts, stdin: bool = False) -> int:
-    """client/knock.sh; returns the log mark once the listener decided about it."""
-    return deliver(srv.log, client_addr(client, dst),
-                   lambda: knock_sh(client, dst, secret, *opts, stdin=stdin))
-
-
-def knock(srv: AwpServer, client, dst: str, secret: str, action: str) -> str:
-    """A fresh valid knock (reference implementation) and its 'knock accepted' log line."""
-    mark = post(srv, client, dst, srv.macs.payload(secret, client_addr(client, dst)))
-    return srv.log.wait(accepted(action, client_addr(client, dst)), mark)
-
-
-def client_addr(client, dst: str) -> str:
-    return client.ip6 if ":" in dst else client.ip4
-
-
-def assert_rejected(srv: AwpServer, mark: int, reason: str, src: str) -> None:
-    srv.log.wait(rejected(reason, src), mark)
-    assert "knock accepted" not in srv.log.since(mark)
 
 
 # --- 1. open, close, sessions ------------------------------------------------------------
@@ -382,40 +325,6 @@ def test_awp_knock_opens_and_closes(lab, server):
         assert wait_connect(c1, dst) if action == "open" else refused(c1, dst)
 
 
-# --- 11. listener lifecycle -------------------------------------------------------------------
-
-
-def test_listener_lifecycle(lab, server):
-    c1 = lab.clients[0]
-    dst = lab.server_ip4(c1)
-    pid = server.pid()
-    assert server.pidfile.exists() and server.listeners() == [pid]
-
-    try:
-        second = server.awp("knockd", timeout=15)
-    except Exception as exc:  # subprocess.TimeoutExpired: the second one kept running
-        pytest.fail(f"a second `awp knockd` did not refuse to start: {exc}")
-    assert second.returncode == 7, second
-    assert "another listener already runs" in second.stderr and str(pid) in second.stderr
-    assert "Traceback" not in second.stderr
-    assert server.listeners() == [pid]
-
-    write_private(server.advanced_path, "2222,2000,opensecret1\n")  # 3 fields
-    mark = server.log.mark()
-    lab.server.run(["kill", "-HUP", pid])
-    server.log.wait("reload failed", mark)
-    assert server.listeners() == [pid]
-    knock(server, c1, dst, OPEN, "open")  # the old doors still work
-    assert wait_connect(c1, dst)
-
-    write_private(server.advanced_path, DOOR)
-    write_private(server.config_path, config_text(advanced="no"))
-    out = server.apply()
-    assert "port knocking is off" in out.stdout
-    wait_for(lambda: not server.listeners(), SETTLE, "FW_PORTKNOCK_ADVANCED=no to stop the listener")
-    assert "listener stopped" in server.log.text()
-
-
 # --- 12. bad advanced lists -------------------------------------------------------------------
 
 HEAD = "# advanced doors\n"
@@ -494,99 +403,3 @@ def test_bad_advanced_lists_are_refused_before_the_kernel(lab, server):
     assert not problems, "\n".join(problems)
 
 
-# --- 13. (beyond the brief) a knock queued across a re-apply --------------------------------------
-
-
-def test_knock_queued_for_a_door_that_a_reapply_removes_does_not_end_the_listener(lab, make_server):
-    """A valid knock still queued when `awp -s -f` removes its door (and the kernel drops the
-    door's xt_recent list with its last rule) must not end the listener. SIGSTOP holds our
-    listener so that the knock is queued for sure; a busy listener (a flood: seconds of
-    backlog, see test 8) opens the same window without it."""
-    srv = make_server(advanced=DOOR + "2223,2001,opensecret2,closesecret2\n")
-    pid = srv.start()
-    lab.server.serve_tcp(PORT)
-    c1 = lab.clients[0]
-    dst = lab.server_ip4(c1)
-    mark = srv.log.mark()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        send(c1, dst, [ref_mac("opensecret2", c1.ip4, safe_now()).encode() + b"\n"], port=2001)
-        time.sleep(0.3)  # NFLOG hands the packet over within 10 ms
-        write_private(srv.advanced_path, DOOR)
-        srv.apply()
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    wait_for(lambda: "listener reloaded" in srv.log.since(mark) or not srv.is_listener(pid),
-             SETTLE, "the listener to reload or end")
-    assert srv.is_listener(pid), f"the listener ended:\n{srv.log.since(mark)}"
-    knock(srv, c1, dst, OPEN, "open")
-    assert wait_connect(c1, dst)
-
-
-# --- 14. (beyond the brief) is the listener ready when `awp -s -f` returns? -------------------
-
-KNOCK_WHEN_LOCKED = r"""
-import fcntl, os, socket, sys, time
-pidfile, dst, port, payload = sys.argv[1], sys.argv[2], int(sys.argv[3]), bytes.fromhex(sys.argv[4])
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline:
-    try:
-        fd = os.open(pidfile, os.O_RDONLY)
-    except FileNotFoundError:
-        time.sleep(0.001)
-        continue
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        ready = False
-    except OSError:
-        ready = os.pread(fd, 32, 0).strip().isdigit()  # locked and the pid written
-    os.close(fd)
-    if ready:
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(payload, (dst, port))
-        print("sent", flush=True)
-        break
-    time.sleep(0.001)
-"""
-
-
-def test_listener_captures_once_awp_calls_it_started(lab, make_server):
-    """`awp -s -f` (control.start) reports the listener started once it holds the pidfile
-    lock and has written its pid, which it does only when it can receive knocks. A knock
-    sent at that moment must not be lost. The sender waits in the client namespace for that
-    state, as control.start does, and sends at once."""
-    srv = make_server()
-    c1 = lab.clients[0]
-    dst = lab.server_ip4(c1)
-    payload = srv.macs.payload(OPEN, c1.ip4)
-    sender = c1.spawn([sys.executable, "-c", KNOCK_WHEN_LOCKED, srv.pidfile, dst, KNOCK_PORT,
-                       payload.hex()], stdout=subprocess.PIPE)
-    time.sleep(0.3)  # the sender is polling
-    mark = srv.log.mark()
-    srv.apply()
-    assert sender.wait(timeout=20) == 0 and sender.stdout.read() == b"sent\n"
-    srv.log.wait("listener started", mark)
-    time.sleep(0.5)
-    assert "knock accepted" in srv.log.since(mark), (
-        f"the knock sent when the listener was reported started was lost:\n{srv.log.since(mark)}")
-
-
-def test_new_door_works_as_soon_as_awp_returns(lab, make_server):
-    """After `awp -s -f` added an advanced door and returned, a knock on it must open it.
-    Five doors, added one apply at a time, each knocked on right after its apply."""
-    new = [(2222 + k, 2000 + k, f"opensecret-{k}") for k in range(1, 6)]
-    srv = make_server()
-    srv.start()
-    c1 = lab.clients[0]
-    dst = lab.server_ip4(c1)
-    for port, _, _ in new:
-        lab.server.serve_tcp(port)
-    lines, missed = DOOR, []
-    for port, knock_port, secret in new:
-        lines += f"{port},{knock_port},{secret},closesecret-{port}\n"
-        write_private(srv.advanced_path, lines)
-        srv.apply()
-        payload = ref_mac(secret, c1.ip4, safe_now()).encode() + b"\n"
-        mark = post(srv, c1, dst, payload, knock_port)
-        if not wait_connect(c1, dst, port, timeout=1.0):
-            missed.append(f"door {port}: {srv.log.since(mark).strip()}")
-    assert not missed, "new doors that did not open:\n" + "\n".join(missed)
