@@ -196,6 +196,7 @@ def _variant_for_remove(root) -> str:
 
 
 def cmd_status(root, args) -> int:
+    from awp import apply as applier
     from awp.backend.recent import RecentLists, kernel_clock
     from awp.knockd import control
     from awp.load import load_config
@@ -203,35 +204,34 @@ def cmd_status(root, args) -> int:
 
     _require_root()
     config = load_config(root)
-    out.print(_doors_table(config, _counters(config)))
+    targets = applier.backends(config.settings.backend)
+    out.print(_doors_table(config, _counters(targets)))
     sources = door_sources(config, RecentLists(), kernel_clock())
     out.print(_sources_table(sources))
-    out.print(_kernel_line(config), markup=False)
+    out.print(_kernel_line(config, targets), markup=False)
     pid = control.running_pid(root)
     if config.active_advanced or pid:
         out.print(f"listener: {'running, pid ' + str(pid) if pid else 'not running'}", markup=False)
     return 0
 
 
-def _counters(config) -> dict[int, tuple[int, int]]:
+def _counters(targets) -> dict[int, tuple[int, int]]:
     """port -> (accepted, dropped), IPv4 and IPv6 added up."""
-    from awp import apply as applier
     from awp.backend.counters import door_counters
 
     totals: dict[int, tuple[int, int]] = {}
-    for backend in applier.backends(config.settings.backend):
+    for backend in targets:
         for port, c in door_counters(backend).items():
             accepted, dropped = totals.get(port, (0, 0))
             totals[port] = (accepted + c.accepted, dropped + c.dropped)
     return totals
 
 
-def _kernel_line(config) -> str:
+def _kernel_line(config, targets) -> str:
     """Whether the kernel holds exactly what this configuration compiles to."""
     from awp import apply as applier
 
-    stale = [f"IPv{p.backend.family}" for p in applier.plan(config, applier.backends(config.settings.backend))
-             if p.changed]
+    stale = [f"IPv{p.backend.family}" for p in applier.plan(config, targets) if p.changed]
     if not stale:
         return "kernel: awp's rules match the configuration"
     return f"kernel: {' and '.join(stale)} rules differ from the configuration; run awp -s -f"

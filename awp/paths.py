@@ -45,7 +45,3 @@ class Root:
     @property
     def listener_log(self) -> Path:
         return self.base / "var" / "log" / "awp-knockd.log"
-
-    def display(self, path: Path) -> str:
-        """Path as shown in messages: relative to the root's parent is not useful; keep it whole."""
-        return str(path)

@@ -39,12 +39,6 @@ class RecentLists:
     def __init__(self, proc: Path = PROC):
         self.proc = proc
 
-    def names(self) -> list[str]:
-        try:
-            return sorted(p.name for p in self.proc.iterdir())
-        except FileNotFoundError:
-            return []
-
     def entries(self, name: str) -> list[Entry]:
         try:
             return parse_entries((self.proc / name).read_text())
