@@ -30,7 +30,7 @@ class Finding:
 def check_config(config: Config, listening: frozenset[tuple[str, int]] = frozenset()) -> list[Finding]:
     """Raise ConfigError for conflicts; return warnings (refused instead when strict)."""
     _refuse_port_conflicts(config)
-    warnings = [*_sequence_warnings(config), *_listening_warnings(config, listening), *_empty_warnings(config)]
+    warnings = [*_settings_warnings(config), *_sequence_warnings(config), *_listening_warnings(config, listening), *_empty_warnings(config)]
     if warnings and config.settings.strict:
         first = warnings[0]
         raise StrictRefused(f"{first.message} (FW_PORTKNOCK_STRICT is on)",
@@ -64,6 +64,14 @@ def _refuse_port_conflicts(config: Config) -> None:
             raise ConfigError(f"knock port (field 2) is already used as {role} at {other}",
                               path=door.origin.path, line=door.origin.line)
         claim("udp", door.knock_port, "knock port", door.origin)
+
+
+def _settings_warnings(config: Config) -> list[Finding]:
+    old = config.settings.backend_alias
+    if old is None:
+        return []
+    return [Finding(None, f'FW_PORTKNOCK_BACKEND="{old}" is deprecated and will be refused in the next '
+                          f'release; write FW_PORTKNOCK_BACKEND="{config.settings.backend}"')]
 
 
 def _sequence_warnings(config: Config) -> list[Finding]:

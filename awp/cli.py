@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from awp import __version__
-from awp.errors import EXIT_CODES, AwpError, EnvironmentProblem, LockoutRefused, UsageError
+from awp.errors import EXIT_CODES, AwpError, EnvironmentProblem, UsageError
 
 log = logging.getLogger("awp.cli")
 out = Console(soft_wrap=True, highlight=False)
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-V", "--version", action="version", version=f"awp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("check", help="validate settings and lists, touch nothing (like sshd -t)")
-    sub.add_parser("status", help="doors, sources mid-sequence or open, time left")
+    status = sub.add_parser("status", help="doors, sources mid-sequence or open, time left")
+    status.add_argument("--json", action="store_true", help="print the status as JSON (schema in awp(8))")
     sub.add_parser("remove", help="remove every rule and chain awp installed, stop the listener")
     sub.add_parser("knockd", help="run the advanced-mode listener in the foreground")
     knock = sub.add_parser("knock", help="send an advanced-mode knock (like client/knock.sh)")
@@ -87,7 +88,7 @@ def _setup_logging(args) -> None:
     handler.setFormatter(logging.Formatter(("%(asctime)s " if stamped else "") + "%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     if args.verbose == 0 and not args.quiet:
-        for noisy in ("awp.apply", "awp.knockd.control"):
+        for noisy in ("awp.backend.iptables", "awp.backend.nftables", "awp.knockd.control", "awp.workflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -118,123 +119,70 @@ def cmd_check(root, args) -> int:
 
 
 def cmd_apply(root, args) -> int:
-    from awp import apply as applier
-    from awp.load import load_and_check
-    from awp.lockout import lockout_risk
+    from awp import workflow
 
     _require_root()
-    config, findings = load_and_check(root)
+    config, findings = workflow.load(root)
     _print_warnings(findings)
-    risk = lockout_risk(config, os.environ.get("SSH_CONNECTION"))
-    if risk and not args.force and not args.dry_run:
-        raise LockoutRefused(risk)
     if args.dry_run:
-        return _dry_run(applier.plan(config, applier.backends(config.settings.backend)))
-    with applier.exclusive(root.lock):
-        plans = applier.plan(config, applier.backends(config.settings.backend))
-        changed = applier.execute(plans)
-        _sync_listener(root, config, changed)
-    _report_apply(config, changed)
+        plan = workflow.dry_run(config)
+        out.print(f"# backend {plan.backend}" + ("" if plan.changed else ": no change"), markup=False)
+        out.print(plan.text, end="", markup=False)
+        return 0
+    done = workflow.apply(root, config, force=args.force, ssh_connection=os.environ.get("SSH_CONNECTION"))
+    if done.listener:
+        log.info("listener %s", done.listener)
+    for name in done.removed_from:
+        out.print(f"awp: removed awp's rules from the {name} backend (now on {done.plan.backend})", markup=False)
+    _report_apply(config, done.plan)
     return 0
 
 
-def _dry_run(plans) -> int:
-    for p in plans:
-        out.print(f"# {p.backend.tool}-restore --noflush" + ("" if p.changed else " (no change)"), markup=False)
-        out.print(p.text, end="", markup=False)
-    return 0
-
-
-def _sync_listener(root, config, changed) -> None:
-    """Start, reload or stop the listener; if it cannot start, undo the kernel change."""
-    from awp import apply as applier
-    from awp.errors import ListenerError
-    from awp.knockd import control
-
-    try:
-        if config.active_advanced:
-            log.info("listener %s", control.ensure(root))
-        elif control.stop(root):
-            log.info("listener stopped: advanced mode is off")
-    except ListenerError:
-        applier.roll_back(changed)
-        raise
-
-
-def _report_apply(config, changed) -> None:
-    if not changed:
+def _report_apply(config, plan) -> None:
+    if not plan.changed:
         out.print("awp: firewall already up to date; nothing changed", markup=False)
     elif not (config.active_simple or config.active_advanced):
         out.print("awp: port knocking is off; removed awp's rules", markup=False)
     else:
         ports = sorted({d.port for d in config.active_simple} | {d.port for d in config.active_advanced})
-        out.print(f"awp: applied; protected TCP port(s): {', '.join(map(str, ports))}", markup=False)
+        out.print(f"awp: applied ({plan.backend}); protected TCP port(s): {', '.join(map(str, ports))}",
+                  markup=False)
 
 
 def cmd_remove(root, args) -> int:
-    from awp import apply as applier
-    from awp.knockd import control
-    from awp.model import Config, Settings
+    from awp import workflow
 
     _require_root()
-    with applier.exclusive(root.lock):
-        control.stop(root)
-        variant = _variant_for_remove(root)
-        changed = applier.execute(applier.plan(Config(Settings(enabled=False)), applier.backends(variant)))
-    out.print("awp: removed awp's rules" if changed else "awp: nothing of awp's was installed", markup=False)
+    removed = workflow.remove(root)
+    out.print(f"awp: removed awp's rules ({', '.join(removed)})" if removed
+              else "awp: nothing of awp's was installed", markup=False)
     return 0
-
-
-def _variant_for_remove(root) -> str:
-    from awp.errors import ConfigError
-    from awp.settings import load_settings
-
-    try:
-        return load_settings(root.config).backend
-    except ConfigError:
-        return "auto"
 
 
 def cmd_status(root, args) -> int:
-    from awp import apply as applier
-    from awp.backend.recent import RecentLists, kernel_clock
-    from awp.knockd import control
-    from awp.load import load_config
-    from awp.status import door_sources
+    from awp import workflow
 
     _require_root()
-    config = load_config(root)
-    targets = applier.backends(config.settings.backend)
-    out.print(_doors_table(config, _counters(targets)))
-    sources = door_sources(config, RecentLists(), kernel_clock())
-    out.print(_sources_table(sources))
-    out.print(_kernel_line(config, targets), markup=False)
-    pid = control.running_pid(root)
-    if config.active_advanced or pid:
-        out.print(f"listener: {'running, pid ' + str(pid) if pid else 'not running'}", markup=False)
+    st = workflow.status(root)
+    if getattr(args, "json", False):
+        from awp.status_json import status_document
+        import json
+        out.print(json.dumps(status_document(st), indent=2), markup=False, soft_wrap=True)
+        return 0
+    config, seen = st.config, st.inspection
+    out.print(_doors_table(config, seen.counters))
+    out.print(_sources_table(seen.sources))
+    if seen.refused and any(seen.refused.values()):
+        err.print("awp: warning: a full set refused new entries: "
+                  + ", ".join(f"{k} {v}" for k, v in seen.refused.items()), style="yellow", markup=False)
+    out.print(f"backend: {seen.backend}", markup=False)
+    out.print("kernel: awp's rules match the configuration" if seen.matches else
+              f"kernel: {' and '.join(seen.differs)} rules differ from the configuration; run awp -s -f",
+              markup=False)
+    if config.active_advanced or st.listener_pid:
+        out.print(f"listener: {'running, pid ' + str(st.listener_pid) if st.listener_pid else 'not running'}",
+                  markup=False)
     return 0
-
-
-def _counters(targets) -> dict[int, tuple[int, int]]:
-    """port -> (accepted, dropped), IPv4 and IPv6 added up."""
-    from awp.backend.counters import door_counters
-
-    totals: dict[int, tuple[int, int]] = {}
-    for backend in targets:
-        for port, c in door_counters(backend).items():
-            accepted, dropped = totals.get(port, (0, 0))
-            totals[port] = (accepted + c.accepted, dropped + c.dropped)
-    return totals
-
-
-def _kernel_line(config, targets) -> str:
-    """Whether the kernel holds exactly what this configuration compiles to."""
-    from awp import apply as applier
-
-    stale = [f"IPv{p.backend.family}" for p in applier.plan(config, targets) if p.changed]
-    if not stale:
-        return "kernel: awp's rules match the configuration"
-    return f"kernel: {' and '.join(stale)} rules differ from the configuration; run awp -s -f"
 
 
 def _doors_table(config, counters) -> Table:

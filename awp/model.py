@@ -62,7 +62,9 @@ class Settings:
     open_window: int = 30
     autoclose: int = 3600
     allow: tuple[Network, ...] = ()
-    backend: str = "auto"
+    backend: str = "auto"  # auto, nftables, iptables-nft or iptables-legacy
+    set_size: int = 131072  # nftables: elements each state set holds
+    backend_alias: str | None = None  # the deprecated value the settings file used, if any
     nflog_group: int = 4747
     kernel_log: bool = True
 

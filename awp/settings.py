@@ -14,6 +14,9 @@ from awp.errors import ConfigError
 from awp.model import Settings
 from awp.textfile import read_text
 
+# Values of FW_PORTKNOCK_BACKEND before the nftables backend, when both meant iptables.
+OLD_BACKEND_NAMES = {"nft": "iptables-nft", "legacy": "iptables-legacy"}
+
 _KEYS = {
     "FW_PORTKNOCK": "enabled",
     "FW_PORTKNOCK_SIMPLE": "simple",
@@ -25,6 +28,7 @@ _KEYS = {
     "FW_PORTKNOCK_AUTOCLOSE": "autoclose",
     "FW_PORTKNOCK_ALLOW": "allow",
     "FW_PORTKNOCK_BACKEND": "backend",
+    "FW_PORTKNOCK_SET_SIZE": "set_size",
     "FW_PORTKNOCK_NFLOG_GROUP": "nflog_group",
     "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
 }
@@ -87,7 +91,11 @@ def parse_settings(text: str, path: str) -> Settings:
     result = conf.validate(_validator(), preserve_errors=True)
     if result is not True:
         _raise_first(conf, result, lines, path)
-    return Settings(**{attr: conf[key] for key, attr in _KEYS.items()})
+    values = {attr: conf[key] for key, attr in _KEYS.items()}
+    if values["backend"] in OLD_BACKEND_NAMES:  # one release of grace, with a warning (checks.py)
+        values["backend_alias"] = values["backend"]
+        values["backend"] = OLD_BACKEND_NAMES[values["backend"]]
+    return Settings(**values)
 
 
 def _refuse_unknown(conf: ConfigObj, lines: list[str], path: str) -> None:

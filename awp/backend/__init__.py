@@ -1,34 +1,89 @@
-"""Thin appliers between awp and the kernel. Runners are injected so tests can record.
+"""The seam between awp and the kernel: one Backend per atomic transaction.
 
-apply.py speaks to a backend only through this surface, so a native nftables backend (one
-`nft -f` transaction, sets with a size and timeouts instead of xt_recent lists) can be added
-beside the iptables one without touching the parsers, the model or the CLI.
+A backend owns every kernel detail: what it compiles to, how it loads it whole or not at
+all, how it puts the previous state back, the grants the listener writes, and what status
+reads. Nothing outside awp/backend/ knows a chain, list or set name, or a /proc path.
+
+    nftables          one `inet awp` table, one `nft -f` transaction for both families
+    iptables-nft      two iptables-restore tables (IPv4, IPv6) with per-table rollback,
+    iptables-legacy   on the nf_tables or the legacy x_tables kernel interface
 """
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from awp.compile.ruleset import KernelState, Ruleset
 from awp.model import Config
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAMES = ("nftables", "iptables-nft", "iptables-legacy")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an apply would do. `text` is exactly what would be loaded (awp -s -f --dry-run)."""
+
+    backend: str
+    changed: bool
+    text: str
+    steps: tuple = field(default=(), repr=False)  # the backend's own, opaque to the workflow
+
+
+@dataclass(frozen=True)
+class SourceState:
+    port: int
+    source: str
+    state: str  # "knocking 2/5", "open", "granted"
+    seconds_left: int
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What status shows, as the kernel reports it."""
+
+    backend: str
+    sources: tuple[SourceState, ...] = ()
+    counters: dict[int, tuple[int, int]] = field(default_factory=dict)  # port -> (let in, dropped)
+    refused: dict[str, int] = field(default_factory=dict)  # "progress", "open": refused, set full
+    matches: bool = True  # the kernel holds exactly what the configuration compiles to
+    differs: tuple[str, ...] = ()  # what does not match ("IPv4", "inet awp table", ...)
+
+
+class Grants(Protocol):
+    """Advanced-mode grants, held by the kernel with their own expiry."""
+
+    def open(self, port: int, src: Address, ttl: int) -> None: ...
+
+    def close(self, port: int, src: Address) -> bool: ...  # False: nothing was open
+
+    def list(self) -> list[tuple[int, str, int]]: ...  # (port, source, seconds left)
 
 
 class Backend(Protocol):
-    family: int
+    name: str
 
-    @property
-    def tool(self) -> str: ...
+    def plan(self, config: Config) -> Plan: ...
 
-    def snapshot(self) -> str: ...
+    def apply(self, plan: Plan) -> None: ...  # all or nothing; raises ApplyError
 
-    def state(self, snapshot: str | None = None) -> KernelState: ...
+    def rollback(self, plan: Plan) -> None: ...  # undo an applied plan
 
-    def compile(self, config: Config) -> Ruleset: ...
+    def grants(self, config: Config) -> Grants: ...
 
-    def render(self, desired: Ruleset, current: KernelState) -> str: ...
+    def inspect(self, config: Config) -> Inspection: ...
 
-    def rollback(self, snapshot: str) -> None: ...
 
-    def test(self, text: str) -> None: ...
+def select(choice: str, runner=None) -> Backend:
+    """The backend for FW_PORTKNOCK_BACKEND (`auto`: nftables where `nft` works)."""
+    from awp.backend.iptables import IptablesBackend, detect_variant
+    from awp.backend.nftables import NftablesBackend, nft_usable
+    from awp.backend.runner import run
 
-    def load(self, text: str) -> None: ...
+    runner = runner or run
+    if choice == "auto":
+        choice = "nftables" if nft_usable(runner) else f"iptables-{detect_variant(runner)}"
+    if choice == "nftables":
+        return NftablesBackend(runner)
+    return IptablesBackend(choice.removeprefix("iptables-"), runner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from awp.backend.iptables import IptablesBackend
+from awp.backend.restore import IptablesTable
 
 _LEAF = re.compile(r"AWP-I([0-9]+)$")
 _SAVE_LINE = re.compile(r"\[([0-9]+):[0-9]+\] -A (AWP-I[0-9]+) (.*)$")
@@ -62,7 +62,7 @@ def _granted(rule) -> bool:
     return rule.target.name == "ACCEPT" and any(m.name == "recent" for m in rule.matches)
 
 
-def door_counters(backend: IptablesBackend) -> dict[int, DoorCounters]:
+def door_counters(backend: IptablesTable) -> dict[int, DoorCounters]:
     if backend.variant == "legacy":
         return from_iptc(backend.family)
     result = backend.runner([f"{backend.tool}-save", "-c", "-t", "filter"])

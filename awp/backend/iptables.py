@@ -1,21 +1,24 @@
-"""iptables-restore backend: one atomic --noflush load per family, for nf_tables or legacy hosts."""
+"""The iptables backends (iptables-nft, iptables-legacy): two tables, IPv4 and IPv6.
+
+iptables-restore is atomic per table only, so the backend validates both tables first,
+loads them in order, and puts back the ones already loaded if a later one fails. The
+transaction is the pair; the workflow never sees a family.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
+from awp.backend import Inspection, Plan
+from awp.backend.restore import IptablesTable
 from awp.backend.runner import Runner, run
-from awp.compile import compile_family, render_restore
-from awp.compile.ruleset import DIGEST_TAG, ENTRY, PREFIX, KernelState, Ruleset
-from awp.model import Config
+from awp.compile import KernelState, Ruleset
 from awp.errors import ApplyError, EnvironmentProblem
+from awp.model import Config
 
 log = logging.getLogger(__name__)
-
-_HOOK_LINE = f"-A INPUT -j {ENTRY}"
-_DIGEST_RE = re.compile(re.escape(DIGEST_TAG) + r"([0-9a-f]{16})")
+FAMILIES = (4, 6)
 
 
 def detect_variant(runner: Runner = run) -> str:
@@ -30,104 +33,80 @@ def detect_variant(runner: Runner = run) -> str:
     raise EnvironmentProblem(f"cannot tell the iptables variant from: {result.stdout.strip()}")
 
 
-@dataclass
-class IptablesBackend:
-    family: int
-    variant: str
-    runner: Runner = run
+@dataclass(frozen=True)
+class TablePlan:
+    table: IptablesTable
+    snapshot: str
+    current: KernelState
+    desired: Ruleset
+    text: str
 
     @property
-    def tool(self) -> str:
-        return ("iptables" if self.family == 4 else "ip6tables") + f"-{self.variant}"
-
-    def snapshot(self) -> str:
-        """The filter table as iptables-save prints it (restore syntax); "" if there is none.
-
-        Not `-t filter`: iptables-nft-save then prints an empty filter table even where none
-        exists, and a rollback could not tell that awp's load created it."""
-        result = self.runner([f"{self.tool}-save"])
-        if result.returncode != 0:
-            raise ApplyError(f"{self.tool}-save failed: {_first(result.stderr)}")
-        return filter_section(result.stdout)
-
-    def state(self, snapshot: str | None = None) -> KernelState:
-        return parse_state(self.snapshot() if snapshot is None else snapshot)
-
-    def compile(self, config: Config) -> Ruleset:
-        return compile_family(config, self.family)
-
-    def render(self, desired: Ruleset, current: KernelState) -> str:
-        return render_restore(desired, current)
-
-    def rollback(self, snapshot: str) -> None:
-        """Put awp's part of the table back as in `snapshot`. On nf_tables, a filter table that
-        did not exist before (awp's load created it) is deleted again if nothing else is in it."""
-        self.load(rollback_text(snapshot, self.state()))
-        if self.variant == "nft" and "*filter" not in snapshot and _empty_table(self.snapshot()):
-            family = "ip" if self.family == 4 else "ip6"
-            result = self.runner(["nft", "delete", "table", family, "filter"])
-            if result.returncode != 0:
-                log.warning("could not delete the empty %s filter table: %s", family, _first(result.stderr))
-
-    def test(self, text: str) -> None:
-        self._restore(["--test", "--noflush", "--wait"], text, "validating")
-
-    def load(self, text: str) -> None:
-        self._restore(["--noflush", "--wait"], text, "loading")
-
-    def _restore(self, flags: list[str], text: str, what: str) -> None:
-        result = self.runner([f"{self.tool}-restore", *flags], text)
-        if result.returncode != 0:
-            raise ApplyError(f"IPv{self.family}: {self.tool}-restore refused the rules while {what}: "
-                             f"{_first(result.stderr)}")
+    def changed(self) -> bool:
+        c = self.current
+        return not (c.digest == self.desired.tag and c.chains == self.desired.names
+                    and c.hook == bool(self.desired.chains))
 
 
-def parse_state(save: str) -> KernelState:
-    """awp's chains, hook and digest as found in iptables-save output of the filter table."""
-    chains = frozenset(_awp_chains(save))
-    hook = any(line.strip() == _HOOK_LINE for line in save.splitlines())
-    match = _DIGEST_RE.search(save)
-    return KernelState(chains=chains, hook=hook, digest=match.group(1) if match else None)
+class IptablesBackend:
+    def __init__(self, variant: str, runner: Runner = run):
+        if variant not in ("nft", "legacy"):
+            raise EnvironmentProblem(f"unknown iptables variant {variant!r}")
+        self.variant = variant
+        self.runner = runner
+        self.name = f"iptables-{variant}"
+        self.tables = [IptablesTable(family, variant, runner) for family in FAMILIES]
+
+    def plan(self, config: Config) -> Plan:
+        steps = []
+        for table in self.tables:
+            try:
+                snapshot = table.snapshot()
+            except ApplyError:
+                if table.family == 6 and not config.settings.ipv6:
+                    log.info("skipped family=ipv6: FW_PORTKNOCK_IPV6 is off and ip6tables is unusable")
+                    continue
+                raise
+            current = table.state(snapshot)
+            desired = table.compile(config)
+            steps.append(TablePlan(table, snapshot, current, desired, table.render(desired, current)))
+        text = "".join(f"# {p.table.tool}-restore --noflush{'' if p.changed else ' (no change)'}\n{p.text}"
+                       for p in steps)
+        return Plan(self.name, any(p.changed for p in steps), text, tuple(steps))
+
+    def apply(self, plan: Plan) -> None:
+        """Validate every changed table, then load them in order; roll back on failure."""
+        todo = [p for p in plan.steps if p.changed]
+        for p in todo:
+            p.table.test(p.text)
+        done: list[TablePlan] = []
+        for p in todo:
+            try:
+                p.table.load(p.text)
+            except ApplyError:
+                _roll_back(done)
+                raise
+            log.info("loaded backend=%s family=ipv%d chains=%d digest=%s", self.name, p.table.family,
+                     len(p.desired.chains), p.desired.tag or "none")
+            done.append(p)
+
+    def rollback(self, plan: Plan) -> None:
+        _roll_back([p for p in plan.steps if p.changed])
+
+    def grants(self, config: Config):
+        from awp.backend.recent import RecentGrants
+        return RecentGrants(config)
+
+    def inspect(self, config: Config) -> Inspection:
+        from awp.backend.xt_status import inspect
+        return inspect(self, config)
 
 
-def rollback_text(snapshot: str, now: KernelState) -> str:
-    """Restore input that puts awp's part of the table back as it was in `snapshot`."""
-    before = parse_state(snapshot)
-    body = [line for line in snapshot.splitlines() if line.startswith(f"-A {PREFIX}")]
-    declared = sorted(before.chains | now.chains)
-    lines = ["*filter", *(f":{name} - [0:0]" for name in declared), *body]
-    if before.hook and not now.hook:
-        lines.append(f"-I INPUT 1 -j {ENTRY}")
-    if now.hook and not before.hook:
-        lines.append(f"-D INPUT -j {ENTRY}")
-    lines += [f"-X {name}" for name in sorted(now.chains - before.chains)]
-    return "\n".join([*lines, "COMMIT"]) + "\n"
-
-
-def filter_section(save: str) -> str:
-    """The lines from "*filter" to its COMMIT, or "" when the table is absent."""
-    lines = save.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == "*filter"), None)
-    if start is None:
-        return ""
-    end = next((i for i in range(start, len(lines)) if lines[i].strip() == "COMMIT"), len(lines) - 1)
-    return "".join(lines[start:end + 1])
-
-
-def _empty_table(save: str) -> bool:
-    """Only the three built-in chains, policy ACCEPT, and no rule at all."""
-    lines = [l for l in save.splitlines() if l and not l.startswith("#")]
-    chains = {l.split()[0][1:]: l.split()[1] for l in lines if l.startswith(":")}
-    rules = [l for l in lines if l.startswith("-")]
-    return not rules and chains == {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}
-
-
-def _awp_chains(save: str):
-    for line in save.splitlines():
-        if line.startswith(f":{PREFIX}"):
-            yield line[1:].split()[0]
-
-
-def _first(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "; ".join(lines[:3]) if lines else "no error message"
+def _roll_back(done: list[TablePlan]) -> None:
+    """Put the tables in `done` back as their snapshots had them."""
+    for p in reversed(done):
+        try:
+            p.table.rollback(p.snapshot)
+            log.warning("rolled back family=ipv%d", p.table.family)
+        except ApplyError as exc:
+            log.error("rollback failed family=ipv%d: %s", p.table.family, exc)

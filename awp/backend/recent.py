@@ -108,3 +108,30 @@ def _config_hz(config: Path) -> int | None:
 
 def _nearest_hz(measured: float) -> int:
     return min(_KNOWN_HZ, key=lambda hz: abs(hz - measured))
+
+
+class RecentGrants:
+    """Advanced-mode grants as xt_recent entries, one list per door (`awpa<port>`).
+
+    xt_recent keeps only a last-seen time: the rule checks it with --seconds
+    FW_PORTKNOCK_AUTOCLOSE, so every grant lives exactly that long whatever `ttl` says."""
+
+    def __init__(self, config, lists: RecentLists | None = None):
+        self.config = config
+        self.lists = lists or RecentLists()
+
+    def open(self, port: int, src, ttl: int) -> None:
+        from awp.compile.iptables import grant_list
+        self.lists.add(grant_list(port), src)
+
+    def close(self, port: int, src) -> bool:
+        from awp.compile.iptables import grant_list
+        present = any(e.address == src for e in self.lists.entries(grant_list(port)))
+        if present:
+            self.lists.remove(grant_list(port), src)
+        return present
+
+    def list(self) -> list[tuple[int, str, int]]:
+        from awp.backend.xt_status import door_sources
+        return [(s.port, s.source, s.seconds_left)
+                for s in door_sources(self.config, self.lists, kernel_clock()) if s.state == "granted"]

@@ -1,7 +1,9 @@
 """`awp knockd`: read knocks through NFLOG, check them, grant or revoke in the kernel.
 
-Nothing is ever sent back to a knocker. Grants are xt_recent entries checked by the
-firewall with --seconds FW_PORTKNOCK_AUTOCLOSE, so they expire even if this process dies.
+Nothing is ever sent back to a knocker. Grants go through the backend's grant store
+(awp.backend.Grants), which keeps them in the kernel with their own expiry, so they expire
+even if this process dies. The grant store and the replay cache are constructor arguments:
+the unit tests run the listener against stores in memory.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import signal
 import time
 
 from awp import otp
-from awp.backend.recent import RecentLists
-from awp.compile.iptables import grant_list
+from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
 from awp.knockd.nflog import NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
@@ -28,11 +29,9 @@ RCVBUF = 16 << 20
 
 
 class Listener:
-    def __init__(self, root: Root, config: Config, lists: RecentLists | None = None):
-        self.root = root
-        self.lists = lists or RecentLists()
-        self.replay = otp.ReplayCache(root.replay_cache)
-        self.replay.load()
+    def __init__(self, config: Config, grants: Grants, replay: otp.ReplayCache):
+        self.grants = grants
+        self.replay = replay
         self.rejects = RateLimitedLog(log)
         self.configure(config)
 
@@ -58,15 +57,16 @@ class Listener:
 
     def _grant(self, packet: Packet, verdict: Verdict) -> None:
         door = verdict.door
-        name = grant_list(door.port)
         if verdict.action == "open":
-            self.lists.add(name, packet.src)
             expires = self.config.settings.autoclose
+            self.grants.open(door.port, packet.src, expires)
             log.info("knock accepted action=open port=%d knock_port=%d src=%s expires_in=%ds mac=%s",
                      door.port, door.knock_port, packet.src, expires, verdict.mac_prefix)
-        else:
-            self.lists.remove(name, packet.src)
+        elif self.grants.close(door.port, packet.src):
             log.info("knock accepted action=close port=%d knock_port=%d src=%s mac=%s",
+                     door.port, door.knock_port, packet.src, verdict.mac_prefix)
+        else:
+            log.info("knock nothing to close port=%d knock_port=%d src=%s mac=%s",
                      door.port, door.knock_port, packet.src, verdict.mac_prefix)
 
     def _log_reject(self, packet: Packet, verdict: Verdict, minute: int) -> None:
@@ -84,7 +84,10 @@ def run_listener(root: Root) -> int:
     signal.signal(signal.SIGHUP, lambda *_: flags.__setitem__("reload", True))
     signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))
     signal.signal(signal.SIGINT, lambda *_: flags.__setitem__("stop", True))
-    listener = Listener(root, load_config(root))
+    config = load_config(root)
+    replay = otp.ReplayCache(root.replay_cache)
+    replay.load()
+    listener = Listener(config, select(config.settings.backend).grants(config), replay)
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
@@ -130,6 +133,7 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         return sock
     old_group = listener.config.settings.nflog_group
     listener.configure(config)
+    listener.grants = select(config.settings.backend).grants(config)
     log.info("listener reloaded doors=%d", len(listener.doors))
     if config.settings.nflog_group != old_group:
         sock.close()

@@ -1,20 +1,24 @@
-"""What awp has in the kernel: doors, sources mid-sequence, open doors and grants, time left."""
+"""`awp status` on the iptables backends: xt_recent lists, rule counters, and a re-plan."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from awp.backend.recent import KernelClock, RecentLists
+from awp.backend import Inspection, SourceState
+from awp.backend.counters import door_counters
+from awp.backend.recent import KernelClock, RecentLists, kernel_clock
 from awp.compile.iptables import DOOR_BITS, door_bit_list, grant_list, open_list, shared_stage_list
 from awp.model import Config
 
 
-@dataclass(frozen=True)
-class SourceState:
-    port: int
-    source: str
-    state: str  # "knocking 2/5", "open", "granted"
-    seconds_left: int
+def inspect(backend, config: Config, lists: RecentLists | None = None) -> Inspection:
+    sources = door_sources(config, lists or RecentLists(), kernel_clock())
+    totals: dict[int, tuple[int, int]] = {}
+    for table in backend.tables:
+        for port, c in door_counters(table).items():
+            accepted, dropped = totals.get(port, (0, 0))
+            totals[port] = (accepted + c.accepted, dropped + c.dropped)
+    plan = backend.plan(config)
+    differs = tuple(f"IPv{p.table.family}" for p in plan.steps if p.changed)
+    return Inspection(backend.name, tuple(sources), totals, {}, not differs, differs)
 
 
 def door_sources(config: Config, lists: RecentLists, clock: KernelClock) -> list[SourceState]:

@@ -1,0 +1,224 @@
+"""Native nftables backend: awp's one `inet awp` table, loaded by one `nft -f` transaction.
+
+A re-apply flushes and redefines the chains and keeps the sets, so every source's progress,
+open window and grant survives it. A set whose definition changes (its size) is recreated
+and its elements are copied into it with the time they had left. Status reads the sets'
+remaining timeouts and the named counters as the kernel reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from awp.backend import Address, Inspection, Plan, SourceState
+from awp.backend.runner import Runner, run
+from awp.compile.nftables import DIGEST_TAG, FAMILY, PRIORITY, REFUSED, TABLE, NftRuleset, NftSet, compile_nft
+from awp.errors import ApplyError, EnvironmentProblem
+from awp.model import Config
+
+log = logging.getLogger(__name__)
+T = f"{FAMILY} {TABLE}"
+
+
+def nft_usable(runner: Runner = run) -> bool:
+    """`nft` exists and the kernel answers nf_tables requests."""
+    try:
+        return runner(["nft", "list", "tables"]).returncode == 0
+    except EnvironmentProblem:
+        return False
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What `inet awp` holds now (from `nft -j -t list table`), elements left out."""
+
+    exists: bool = False
+    chains: frozenset[str] = frozenset()
+    sets: dict[str, tuple] = field(default_factory=dict)  # name -> (key, data, size)
+    counters: frozenset[str] = frozenset()
+    digest: str | None = None
+    listing: str = ""  # `nft -t list table` text: what a rollback loads back
+
+
+def parse_table(doc: dict) -> TableState:
+    chains, sets, counters, digest = set(), {}, set(), None
+    for item in doc.get("nftables", []):
+        if "chain" in item:
+            chains.add(item["chain"]["name"])
+        for kind in ("set", "map"):
+            if kind in item:
+                s = item[kind]
+                key = s["type"] if isinstance(s["type"], str) else " . ".join(s["type"])
+                sets[s["name"]] = (key, s.get("map"), s.get("size"))
+        if "counter" in item:
+            counters.add(item["counter"]["name"])
+        comment = item.get("rule", {}).get("comment", "")
+        if comment.startswith(DIGEST_TAG):
+            digest = comment[len(DIGEST_TAG):]
+    return TableState(True, frozenset(chains), sets, frozenset(counters), digest)
+
+
+def render_transaction(desired: NftRuleset, current: TableState, migrate: dict[str, list[str]]) -> str:
+    """The `nft -f` script turning `current` into `desired`, in one transaction."""
+    if desired.empty:
+        return f"delete table {T}\n" if current.exists else ""
+    lines = [f"add table {T}", f"flush table {T}"]
+    wanted = {c.name for c in desired.chains}
+    lines += [f"delete chain {T} {name}" for name in sorted(current.chains - wanted)]
+    by_name = {s.name: s for s in desired.sets}
+    for name, definition in sorted(current.sets.items()):
+        if name not in by_name or _definition(by_name[name]) != definition:
+            lines.append(f"delete {'map' if definition[1] else 'set'} {T} {name}")
+    lines += [s.declaration() for s in desired.sets]
+    lines += [f"add counter {T} {name}" for name in desired.counters]
+    lines += [f"delete counter {T} {name}" for name in sorted(current.counters - set(desired.counters))]
+    lines += [f"flush set {T} {name}" for name in desired.flush_sets if name in current.sets]
+    for chain in desired.chains:
+        hook = f" {{ type filter hook input priority {PRIORITY}; policy accept; }}" if chain.base else ""
+        lines.append(f"add chain {T} {chain.name}{hook}")
+    lines += [f"add rule {T} {c.name} {rule}" for c in desired.chains for rule in c.rules]
+    for name, elements in sorted(migrate.items()):
+        lines += [f"add element {T} {name} {{ {e} }}" for e in elements]
+    return "\n".join(lines) + "\n"
+
+
+def _definition(s: NftSet) -> tuple:
+    return (s.key, s.data, s.size)
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def __init__(self, runner: Runner = run):
+        self.runner = runner
+
+    # --- plan, apply, rollback --------------------------------------------------------
+
+    def current(self) -> TableState:
+        result = self._nft("-j", "-t", "list", "table", FAMILY, TABLE, check=False)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return TableState()
+            raise ApplyError(f"nft cannot list table {T}: {_first(result.stderr)}")
+        state = parse_table(json.loads(result.stdout or "{}"))
+        listing = self._nft("-t", "list", "table", FAMILY, TABLE).stdout
+        return TableState(state.exists, state.chains, state.sets, state.counters, state.digest, listing)
+
+    def plan(self, config: Config) -> Plan:
+        self._require()
+        desired = compile_nft(config)
+        current = self.current()
+        changed = (current.digest != desired.digest) if not desired.empty else current.exists
+        migrate = self._migrations(desired, current) if changed else {}
+        text = render_transaction(desired, current, migrate) if changed else ""
+        return Plan(self.name, changed, text, (current, desired))
+
+    def apply(self, plan: Plan) -> None:
+        if not plan.changed:
+            return
+        self._load(plan.text, "loading")
+        _, desired = plan.steps
+        log.info("loaded backend=nftables table=%s chains=%d digest=%s", T, len(desired.chains),
+                 desired.digest or "none")
+
+    def rollback(self, plan: Plan) -> None:
+        """Put `inet awp` back as it was before `plan` was applied (set elements stay)."""
+        if not plan.changed:
+            return
+        before, _ = plan.steps
+        now = self.current()
+        if not before.exists:
+            script = f"delete table {T}\n" if now.exists else ""
+        else:
+            script = "".join([f"add table {T}\nflush table {T}\n",
+                              *(f"delete chain {T} {c}\n" for c in sorted(now.chains - before.chains)),
+                              before.listing])
+        if script:
+            self._load(script, "rolling back")
+        log.warning("rolled back backend=nftables table=%s", T)
+
+    def _migrations(self, desired: NftRuleset, current: TableState) -> dict[str, list[str]]:
+        """Elements of sets whose definition changes, with the time they have left."""
+        found = {}
+        for s in desired.sets:
+            old = current.sets.get(s.name)
+            if old is not None and old != _definition(s):
+                found[s.name] = [_element_text(e) for e in self.elements(s.name)]
+        return {name: elems for name, elems in found.items() if elems}
+
+    def _load(self, script: str, what: str) -> None:
+        result = self.runner(["nft", "-f", "-"], script)
+        if result.returncode != 0:
+            raise ApplyError(f"nftables: nft refused the {TABLE} table while {what}; the running ruleset "
+                             f"is unchanged: {_first(result.stderr)}")
+
+    def _require(self) -> None:
+        if not nft_usable(self.runner):
+            raise EnvironmentProblem('FW_PORTKNOCK_BACKEND="nftables" needs the nft program (Debian package '
+                                     "nftables) and a kernel with nf_tables; neither answered")
+
+    def _nft(self, *args: str, check: bool = True):
+        result = self.runner(["nft", *args])
+        if check and result.returncode != 0:
+            raise ApplyError(f"nft {' '.join(args)} failed: {_first(result.stderr)}")
+        return result
+
+    # --- kernel state: elements, grants, status ---------------------------------------
+
+    def elements(self, name: str) -> list[dict]:
+        """Elements of one set or map: {"key": (addr, port) or addr, "value", "expires"}."""
+        result = self._nft("-j", "list", "set", FAMILY, TABLE, name, check=False)
+        if result.returncode != 0:
+            result = self._nft("-j", "list", "map", FAMILY, TABLE, name, check=False)
+        if result.returncode != 0:
+            return []
+        return parse_elements(json.loads(result.stdout or "{}"))
+
+    def grants(self, config: Config):
+        from awp.backend.nft_grants import NftGrants
+        return NftGrants(self)
+
+    def inspect(self, config: Config) -> Inspection:
+        from awp.backend.nft_status import inspect
+        return inspect(self, config)
+
+    def counters(self) -> dict[str, int]:
+        result = self._nft("-j", "list", "counters", "table", FAMILY, TABLE, check=False)
+        if result.returncode != 0:
+            return {}
+        found = {}
+        for item in json.loads(result.stdout or "{}").get("nftables", []):
+            if "counter" in item:
+                found[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
+        return found
+
+
+def parse_elements(doc: dict) -> list[dict]:
+    found = []
+    for item in doc.get("nftables", []):
+        body = item.get("set") or item.get("map")
+        for raw in (body or {}).get("elem", []):
+            value = None
+            if isinstance(raw, list):  # a map element: [key part, value]
+                raw, value = raw
+            elem = raw.get("elem", raw) if isinstance(raw, dict) else {"val": raw}
+            key = elem["val"]
+            key = tuple(key["concat"]) if isinstance(key, dict) and "concat" in key else key
+            found.append({"key": key, "value": value, "expires": int(elem.get("expires", 0))})
+    return found
+
+
+def _element_text(e: dict) -> str:
+    key = " . ".join(str(k) for k in e["key"]) if isinstance(e["key"], tuple) else str(e["key"])
+    value = f" : {e['value']:#010x}" if isinstance(e["value"], int) else ""
+    return f"{key} timeout {max(1, e['expires'])}s{value}"
+
+
+def _first(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines[:3]) if lines else "no error message"
+
+
+__all__ = ["NftablesBackend", "Address", "SourceState", "REFUSED", "nft_usable"]

@@ -1,0 +1,143 @@
+"""What the commands do, between the CLI (which parses and prints) and the backend.
+
+    load -> check -> lockout -> plan -> apply (one backend transaction) -> listener
+    (and, after a backend switch, removal of what another backend still holds)
+
+Nothing here prints; results go back to awp.cli as values.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from awp.backend import NAMES, Backend, Inspection, Plan, select
+from awp.errors import ApplyError, AwpError, EnvironmentProblem, ListenerError, LockoutRefused
+from awp.load import load_and_check, load_config
+from awp.lockout import lockout_risk
+from awp.model import Config, Settings
+from awp.paths import Root
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Applied:
+    config: Config
+    plan: Plan
+    listener: str | None = None  # what was done to the listener, if anything
+    removed_from: tuple[str, ...] = ()  # other backends whose awp state was removed
+
+
+@dataclass(frozen=True)
+class Status:
+    config: Config
+    inspection: Inspection
+    listener_pid: int | None
+
+
+def dry_run(config: Config, runner=None) -> Plan:
+    return select(config.settings.backend, runner).plan(config)
+
+
+def apply(root: Root, config: Config, *, force: bool, ssh_connection: str | None, runner=None) -> Applied:
+    """Apply `config` atomically, then start, reload or stop the listener; if the listener
+    cannot start, the kernel is put back as it was."""
+    risk = lockout_risk(config, ssh_connection)
+    if risk and not force:
+        raise LockoutRefused(risk)
+    backend = select(config.settings.backend, runner)
+    with exclusive(root.lock):
+        plan = backend.plan(config)
+        backend.apply(plan)
+        listener = _sync_listener(root, config, backend, plan)
+        removed = _remove_others(backend, runner) if config.settings.enabled else ()
+    return Applied(config, plan, listener, removed)
+
+
+def remove(root: Root, runner=None) -> tuple[str, ...]:
+    """Stop the listener and remove awp's state from every backend that holds some."""
+    from awp.knockd import control
+
+    off = Config(Settings(enabled=False))
+    with exclusive(root.lock):
+        control.stop(root)
+        return tuple(b.name for b in _backends(runner) if _take_down(b, off))
+
+
+def status(root: Root, runner=None) -> Status:
+    from awp.knockd import control
+
+    config = load_config(root)
+    inspection = select(config.settings.backend, runner).inspect(config)
+    return Status(config, inspection, control.running_pid(root))
+
+
+def _sync_listener(root: Root, config: Config, backend: Backend, plan: Plan) -> str | None:
+    from awp.knockd import control
+
+    try:
+        if config.active_advanced:
+            return control.ensure(root)
+        if control.stop(root):
+            return "stopped: advanced mode is off"
+    except ListenerError:
+        backend.rollback(plan)
+        raise
+    return None
+
+
+def _backends(runner) -> list[Backend]:
+    """Every backend this host can run, for removal."""
+    found = []
+    for name in NAMES:
+        try:
+            backend = select(name, runner)
+            backend.plan(Config(Settings(enabled=False)))
+        except AwpError:
+            continue
+        found.append(backend)
+    return found
+
+
+def _take_down(backend: Backend, off: Config) -> bool:
+    plan = backend.plan(off)
+    if plan.changed:
+        backend.apply(plan)
+        log.info("removed awp's state backend=%s", backend.name)
+    return plan.changed
+
+
+def _remove_others(chosen: Backend, runner) -> tuple[str, ...]:
+    """After a switch of backend (say, iptables-nft to nftables): the new one protects the
+    ports already, so the old one's rules can go."""
+    off = Config(Settings(enabled=False))
+    removed = []
+    for backend in _backends(runner):
+        if backend.name == chosen.name:
+            continue
+        try:
+            if _take_down(backend, off):
+                removed.append(backend.name)
+        except (ApplyError, EnvironmentProblem) as exc:
+            log.warning("could not remove awp's rules from backend=%s: %s", backend.name, exc)
+    return tuple(removed)
+
+
+def load(root: Root):
+    return load_and_check(root)
+
+
+@contextmanager
+def exclusive(lock_path: Path):
+    """One apply at a time per awp root (flock on DIR/var/run/awp.lock)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ApplyError(f"another awp command holds {lock_path}; try again") from None
+        yield
