@@ -107,9 +107,9 @@ def _print_warnings(findings) -> None:
 
 
 def cmd_check(root, args) -> int:
-    from awp.load import load_and_check
+    from awp import workflow
 
-    config, findings = load_and_check(root)
+    config, findings = workflow.load(root)
     _print_warnings(findings)
     s = config.settings
     out.print(f"awp: configuration OK: {len(config.active_simple)} simple door(s), "

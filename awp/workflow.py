@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +128,20 @@ def _remove_others(chosen: Backend, runner) -> tuple[str, ...]:
     return tuple(removed)
 
 
-def load(root: Root):
-    return load_and_check(root)
+def load(root: Root, runner=None):
+    """Settings and lists, checked; plus, as root, warnings about other tables that block
+    or divert a protected port (those need the kernel, so a non-root `awp check` skips them)."""
+    from awp.checks import Finding
+
+    config, findings = load_and_check(root)
+    if os.geteuid() == 0 and config.settings.enabled:
+        try:
+            advice = select(config.settings.backend, runner).advice(config)
+        except AwpError as exc:
+            log.debug("no coexistence check: %s", exc)
+            advice = []
+        findings = [*findings, *(Finding(None, text) for text in advice)]
+    return config, findings
 
 
 @contextmanager

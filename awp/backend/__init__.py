@@ -74,6 +74,8 @@ class Backend(Protocol):
 
     def inspect(self, config: Config) -> Inspection: ...
 
+    def advice(self, config: Config) -> list[str]: ...  # what other tables do to awp's ports
+
 
 def select(choice: str, runner=None) -> Backend:
     """The backend for FW_PORTKNOCK_BACKEND (`auto`: nftables where `nft` works)."""

@@ -97,6 +97,16 @@ class IptablesBackend:
         from awp.backend.recent import RecentGrants
         return RecentGrants(config)
 
+    def advice(self, config: Config) -> list[str]:
+        """Other nftables tables apply beside iptables too (iptables-nft's own filter tables,
+        where awp's ACCEPT is final for the table, are left out)."""
+        from awp.backend.nftables import nft_usable, ruleset_advice
+
+        if not nft_usable(self.runner):
+            return []
+        own = {("ip", "filter"), ("ip6", "filter")} if self.variant == "nft" else set()
+        return ruleset_advice(self.runner, config, own)
+
     def inspect(self, config: Config) -> Inspection:
         from awp.backend.xt_status import inspect
         return inspect(self, config)

@@ -184,6 +184,9 @@ class NftablesBackend:
         from awp.backend.nft_status import inspect
         return inspect(self, config)
 
+    def advice(self, config: Config) -> list[str]:
+        return ruleset_advice(self.runner, config, {(FAMILY, TABLE)})
+
     def counters(self) -> dict[str, int]:
         result = self._nft("-j", "list", "counters", "table", FAMILY, TABLE, check=False)
         if result.returncode != 0:
@@ -193,6 +196,22 @@ class NftablesBackend:
             if "counter" in item:
                 found[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
         return found
+
+
+def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]]) -> list[str]:
+    """Warnings about other nftables tables that block or divert a protected port."""
+    from awp.backend.coexist import foreign_findings
+
+    ports = sorted({d.port for d in config.active_simple} | {d.port for d in config.active_advanced})
+    if not ports:
+        return []
+    try:
+        result = runner(["nft", "-j", "list", "ruleset"])
+    except EnvironmentProblem:
+        return []
+    if result.returncode != 0:
+        return []
+    return foreign_findings(json.loads(result.stdout or "{}"), ports, own)
 
 
 def parse_elements(doc: dict) -> list[dict]:

@@ -1,0 +1,96 @@
+"""What other nftables tables do to awp's protected ports (`awp check`, `awp -s -f` warnings).
+
+In nftables every base chain on a hook sees the packet: a drop anywhere is final, and an
+accept in awp's chain does not override another table's drop. So a foreign input chain
+with `policy drop` must itself accept the protected port (and let awp do the gating), and a
+prerouting dnat or redirect of the port sends its traffic past awp's input chain.
+
+Pure: works on the document `nft -j list ruleset` prints. Heuristic by design: it reads
+literal ports, anonymous sets and ranges in `tcp dport` (or `th dport`) matches.
+"""
+
+from __future__ import annotations
+
+
+def foreign_findings(doc: dict, ports: list[int], own: set[tuple[str, str]]) -> list[str]:
+    chains, rules = _foreign(doc, own)
+    found = []
+    for key, chain in sorted(chains.items()):
+        where = f"table {key[0]} {key[1]} chain {key[2]}"
+        body = rules.get(key, [])
+        if chain.get("hook") == "input":
+            found += [_blocked(port, where) for port in ports if _drops(chain, body, port)]
+        if chain.get("hook") == "prerouting":
+            found += [_diverted(port, where) for port in ports if _diverts(body, port)]
+    return found
+
+
+def _foreign(doc: dict, own: set[tuple[str, str]]):
+    chains, rules = {}, {}
+    for item in doc.get("nftables", []):
+        if "chain" in item:
+            c = item["chain"]
+            if (c["family"], c["table"]) not in own and "hook" in c:
+                chains[(c["family"], c["table"], c["name"])] = c
+        if "rule" in item:
+            r = item["rule"]
+            rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r.get("expr", []))
+    return chains, rules
+
+
+def _drops(chain: dict, rules: list[list[dict]], port: int) -> bool:
+    """A drop verdict for `port` (explicit, or the policy with no accept for it first)."""
+    for expr in rules:
+        verdict = _verdict(expr)
+        if verdict in ("accept", "drop", "reject") and _dport_matches(expr, port):
+            return verdict != "accept"
+        if verdict == "accept" and not _matches(expr):
+            return False  # accepts everything
+    return chain.get("policy") == "drop"
+
+
+def _diverts(rules: list[list[dict]], port: int) -> bool:
+    return any(_dport_matches(expr, port) and any(k in s for s in expr for k in ("dnat", "redirect"))
+               for expr in rules)
+
+
+def _verdict(expr: list[dict]) -> str | None:
+    for stmt in expr:
+        for key in ("accept", "drop", "reject"):
+            if key in stmt:
+                return key
+    return None
+
+
+def _matches(expr: list[dict]) -> list[dict]:
+    return [s["match"] for s in expr if "match" in s]
+
+
+def _dport_matches(expr: list[dict], port: int) -> bool:
+    """The rule has a destination-port match (tcp or th) and `port` is in it."""
+    for m in _matches(expr):
+        left = m.get("left", {}).get("payload", {})
+        if left.get("field") == "dport" and left.get("protocol") in ("tcp", "th", None):
+            return m.get("op") in ("==", "in") and _contains(m.get("right"), port)
+    return False
+
+
+def _contains(right, port: int) -> bool:
+    if isinstance(right, int):
+        return right == port
+    if isinstance(right, dict) and "range" in right:
+        low, high = right["range"]
+        return low <= port <= high
+    if isinstance(right, dict) and "set" in right:
+        return any(_contains(item, port) for item in right["set"])
+    return False
+
+
+def _blocked(port: int, where: str) -> str:
+    return (f"protected port {port}: {where} drops it, so a knock opens nothing; accept tcp dport "
+            f"{port} in that chain and let awp do the gating (awp(8), COEXISTENCE)")
+
+
+def _diverted(port: int, where: str) -> str:
+    return (f"protected port {port}: {where} redirects or dnats it before awp's input chain sees it, "
+            "so awp cannot protect it")
