@@ -146,6 +146,10 @@ class NftablesBackend:
             old = current.sets.get(s.name)
             if old is not None and old != _definition(s):
                 found[s.name] = [_element_text(e) for e in self.elements(s.name)]
+                if len(found[s.name]) > s.size:
+                    raise ApplyError(f"FW_PORTKNOCK_SET_SIZE={s.size} is smaller than the {len(found[s.name])} "
+                                     f"sources set {s.name} holds now; nothing was changed (awp(8), "
+                                     "WHAT A RE-APPLY DOES TO SOURCES)")
         return {name: elems for name, elems in found.items() if elems}
 
     def _load(self, script: str, what: str) -> None:
