@@ -12,7 +12,7 @@ int(unix_time // 60). The 64 hex characters are followed by one byte, newline
 or NUL, 65 bytes in all, as xt_pknock expects; awp also accepts the bare
 64 bytes. Anything else is malformed.
 
-Everything here is pure except ReplayCache, which persists to one file.
+Everything here is pure; the replay cache is awp.knockd.replay.
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import struct
-import tempfile
 from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -88,114 +85,3 @@ def match_minute(
         if hmac.compare_digest(candidate, expected):
             found = minute
     return found
-
-
-class ReplayCache:
-    """The MACs already accepted, so each is accepted only once.
-
-    Bounded (`max_entries`) and persisted to `path`, one line per entry
-    (`<minute> <mac_hex>`), rewritten atomically with mode 0600 on every add.
-    An entry is dropped once its minute is older than now - `lifetime_minutes`:
-    with a skew of one minute a MAC of minute m is never valid after m + 1, so the
-    default of 3 keeps it one minute longer than needed.
-    """
-
-    def __init__(self, path: Path, max_entries: int = 4096, lifetime_minutes: int = 3):
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self.path = Path(path)
-        self.max_entries = max_entries
-        self.lifetime_minutes = lifetime_minutes
-        self._entries: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def load(self) -> None:
-        """Read the file. Missing: empty cache. Corrupt lines are skipped with a warning."""
-        self._entries = {}
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read(self._max_file_bytes())
-        except FileNotFoundError:
-            return
-        skipped = self._load_lines(raw.decode("ascii", "replace").splitlines())
-        if skipped:
-            log.warning("replay cache %s: skipped %d corrupt line(s)", self.path, skipped)
-        self._evict_to(self.max_entries)
-
-    def seen(self, mac_hex: str) -> bool:
-        """Whether this MAC was already accepted (and not yet forgotten)."""
-        return mac_hex in self._entries
-
-    def add(self, mac_hex: str, minute: int, now_minute: int) -> None:
-        """Remember an accepted MAC, prune and bound the cache, and persist it."""
-        self._prune(now_minute)
-        self._entries.pop(mac_hex, None)
-        self._evict_to(self.max_entries - 1)
-        self._entries[mac_hex] = minute
-        self._persist()
-
-    def _max_file_bytes(self) -> int:
-        return (self.max_entries + 1) * 80
-
-    def _load_lines(self, lines: list[str]) -> int:
-        skipped = 0
-        for line in lines:
-            m = _CACHE_LINE.fullmatch(line)
-            if m is None or int(m.group(1)) > _MINUTE_MAX:
-                skipped += 1
-                continue
-            self._entries[m.group(2)] = int(m.group(1))
-        return skipped
-
-    def _prune(self, now_minute: int) -> None:
-        oldest_kept = now_minute - self.lifetime_minutes
-        self._entries = {k: m for k, m in self._entries.items() if m >= oldest_kept}
-
-    def _evict_to(self, limit: int) -> None:
-        excess = len(self._entries) - limit
-        if excess <= 0:
-            return
-        log.warning("replay cache full: forgetting the %d oldest entries", excess)
-        by_age = sorted(self._entries.items(), key=lambda item: item[1])
-        self._entries = dict(by_age[excess:])
-
-    def _persist(self) -> None:
-        text = "".join(f"{m} {h}\n" for h, m in self._entries.items())
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        prefix = f".{self.path.name}."
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=prefix, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-                os.fchmod(f.fileno(), 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        os.chmod(self.path, 0o600)
-        _fsync_dir(self.path.parent)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; some filesystems refuse to fsync a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -35,6 +35,14 @@ class Root:
         return self.base / "var" / "run" / "awp-knockd.pid"
 
     @property
+    def listener_state(self) -> Path:
+        return self.base / "var" / "run" / "awp-knockd.state"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.base / "var" / "run" / "awp-supervisor.pid"
+
+    @property
     def lock(self) -> Path:
         return self.base / "var" / "run" / "awp.lock"
 

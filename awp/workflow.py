@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from awp.backend import NAMES, Backend, Inspection, Plan, select
-from awp.errors import ApplyError, AwpError, EnvironmentProblem, ListenerError, LockoutRefused
+from awp.errors import ApplyError, AwpError, ConfigError, EnvironmentProblem, ListenerError, LockoutRefused
 from awp.load import load_and_check, load_config
 from awp.lockout import lockout_risk
 from awp.model import Config, Settings
@@ -134,6 +134,12 @@ def load(root: Root, runner=None):
     from awp.checks import Finding
 
     config, findings = load_and_check(root)
+    if config.active_advanced:
+        from awp.knockd.replay import path_problem
+
+        problem = path_problem(root.replay_cache)
+        if problem:
+            raise ConfigError(f"advanced mode's replay cache: {problem}")
     if os.geteuid() == 0 and config.settings.enabled:
         try:
             advice = select(config.settings.backend, runner).advice(config)

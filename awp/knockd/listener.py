@@ -19,7 +19,8 @@ from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
 from awp.knockd.nflog import NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
-from awp.knockd.verify import Verdict, check, explain
+from awp.knockd.replay import ReplayCache
+from awp.knockd.verify import SKEW, Verdict, check, explain
 from awp.load import load_config
 from awp.model import Config
 from awp.paths import Root
@@ -29,7 +30,7 @@ RCVBUF = 16 << 20
 
 
 class Listener:
-    def __init__(self, config: Config, grants: Grants, replay: otp.ReplayCache):
+    def __init__(self, config: Config, grants: Grants, replay: ReplayCache):
         self.grants = grants
         self.replay = replay
         self.rejects = RateLimitedLog(log)
@@ -53,7 +54,7 @@ class Listener:
         try:
             self.replay.add(verdict.mac, verdict.minute, minute)
         except OSError as exc:
-            log.error("replay cache not saved (%s); a restart would forget this knock", exc.strerror)
+            log.error("replay cache not saved (%s: %s); a restart distrusts it if a grant is newer", self.replay.path, exc.strerror)
 
     def _grant(self, packet: Packet, verdict: Verdict) -> None:
         door = verdict.door
@@ -85,13 +86,14 @@ def run_listener(root: Root) -> int:
     signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))
     signal.signal(signal.SIGINT, lambda *_: flags.__setitem__("stop", True))
     config = load_config(root)
-    replay = otp.ReplayCache(root.replay_cache)
-    replay.load()
-    listener = Listener(config, select(config.settings.backend).grants(config), replay)
+    grants = select(config.settings.backend).grants(config)
+    replay = open_replay_cache(root, config, grants, time.time())
+    listener = Listener(config, grants, replay)
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
              listener.config.settings.nflog_group)
+    beat = _heartbeat(root, lock, listener, 0.0)
     try:
         while not flags["stop"]:
             packets = sock.receive(timeout=1.0)
@@ -101,11 +103,64 @@ def run_listener(root: Root) -> int:
             for packet in packets:
                 _handle_one(listener, packet)
             listener.rejects.flush()
+            beat = _heartbeat(root, lock, listener, beat)
     finally:
         sock.close()
         log.info("listener stopped pid=%d", os.getpid())
         os.close(lock)
     return 0
+
+
+def open_replay_cache(root: Root, config: Config, grants: Grants, now: float) -> ReplayCache:
+    """Load the cache; if it cannot be trusted, fail closed (see awp.knockd.replay)."""
+    replay = ReplayCache(root.replay_cache)
+    trust = replay.load()
+    minute = otp.minute_of(now)
+    if not trust.trusted:
+        replay.distrust(trust.reason, minute, SKEW)
+    else:
+        try:
+            lifetime = config.settings.autoclose
+            replay.check_grants([now - (lifetime - left) for _, _, left in grants.list()], minute, SKEW)
+        except (AwpError, OSError) as exc:
+            replay.distrust(f"cannot read the grants to check {root.replay_cache}: {exc}", minute, SKEW)
+    if replay.floor >= 0:
+        log.warning("replay cache not trusted: %s; accepting only knocks made after minute %d "
+                    "(from %s UTC on)", replay.trust.reason, replay.floor,
+                    time.strftime("%H:%M:%S", time.gmtime((replay.floor + 1) * 60)))
+    return replay
+
+
+def _heartbeat(root: Root, lock: int, listener: Listener, last: float) -> float:
+    """At most once a second: touch the pidfile (the supervisor watches its age) and write
+    the state `awp status` shows."""
+    now = time.time()
+    if now - last < 1.0:
+        return last
+    os.utime(lock)
+    replay = listener.replay
+    if replay.floor >= 0 and otp.minute_of(now) > replay.floor + SKEW:
+        replay.floor = -1
+        log.info("replay cache trusted again: every knock it may have missed has expired")
+    state = {"pid": os.getpid(), "heartbeat": int(now),
+             "replay_cache": {"trusted": replay.floor < 0, "reason": replay.trust.reason,
+                              "floor_minute": replay.floor if replay.floor >= 0 else None}}
+    try:
+        write_state(root.listener_state, state)
+    except OSError as exc:
+        log.debug("cannot write %s: %s", root.listener_state, exc)
+    return now
+
+
+def write_state(path, state: dict) -> None:
+    import json
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
 
 
 def _handle_one(listener: Listener, packet: Packet) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from awp import otp
+from awp.knockd.replay import ReplayCache
 from awp.knockd.nflog import Packet
 from awp.model import AdvancedDoor
 
@@ -16,7 +17,7 @@ SKEW_REPORT = 3  # a MAC this far off is reported as clock skew rather than a ba
 @dataclass(frozen=True)
 class Verdict:
     action: str  # "open", "close" or "reject"
-    reason: str  # "ok", "unknown-port", "malformed", "bad-mac", "skew", "replay"
+    reason: str  # "ok", "unknown-port", "malformed", "bad-mac", "skew", "replay", "untrusted-cache"
     door: AdvancedDoor | None
     mac: str = field(default="", repr=False)
     minute: int | None = None
@@ -26,7 +27,7 @@ class Verdict:
         return self.mac[:8]
 
 
-def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: otp.ReplayCache, now_minute: int) -> Verdict:
+def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: ReplayCache, now_minute: int) -> Verdict:
     door = doors.get(packet.dport)
     if door is None:
         return Verdict("reject", "unknown-port", None)
@@ -40,6 +41,8 @@ def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: otp.ReplayCach
         return Verdict("reject", "bad-mac", door, mac)
     if replay.seen(mac):
         return Verdict("reject", "replay", door, mac)
+    if replay.seen(mac, minute):  # an untrusted cache: this minute may have been accepted before
+        return Verdict("reject", "untrusted-cache", door, mac, minute)
     return Verdict(action, "ok", door, mac, minute)
 
 
