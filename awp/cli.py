@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON (schema in awp(8))")
     sub.add_parser("remove", help="remove every rule and chain awp installed, stop the listener")
     sub.add_parser("knockd", help="run the advanced-mode listener in the foreground")
+    sub.add_parser("supervise", help="run the listener under awp's supervisor (what awp -s -f starts)")
     knock = sub.add_parser("knock", help="send an advanced-mode knock (like client/knock.sh)")
     knock.add_argument("destination")
     knock.add_argument("port")
@@ -74,7 +75,7 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     if args.dry_run or args.force:
         raise UsageError("--dry-run and --force go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
-                "knockd": cmd_knockd, "knock": cmd_knock}
+                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -84,7 +85,7 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
 def _setup_logging(args) -> None:
     level = logging.ERROR if args.quiet else (logging.INFO, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
-    stamped = args.command == "knockd" and "JOURNAL_STREAM" not in os.environ
+    stamped = args.command in ("knockd", "supervise") and "JOURNAL_STREAM" not in os.environ
     handler.setFormatter(logging.Formatter(("%(asctime)s " if stamped else "") + "%(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     if args.verbose == 0 and not args.quiet:
@@ -179,10 +180,25 @@ def cmd_status(root, args) -> int:
     out.print("kernel: awp's rules match the configuration" if seen.matches else
               f"kernel: {' and '.join(seen.differs)} rules differ from the configuration; run awp -s -f",
               markup=False)
+    for name in st.elsewhere:
+        err.print(f"awp: warning: the {name} backend still holds awp's rules; awp -s -f or awp remove "
+                  "takes them out", style="yellow", markup=False)
     if config.active_advanced or st.listener_pid:
-        out.print(f"listener: {'running, pid ' + str(st.listener_pid) if st.listener_pid else 'not running'}",
-                  markup=False)
+        out.print(_listener_line(st), markup=False)
     return 0
+
+
+def _listener_line(st) -> str:
+    if not st.listener_pid:
+        return "listener: not running" + (f" (supervisor pid {st.supervisor_pid} is restarting it)"
+                                          if st.supervisor_pid else "")
+    line = f"listener: running, pid {st.listener_pid}"
+    line += f", supervised by pid {st.supervisor_pid}" if st.supervisor_pid else ""
+    cache = (st.listener_state or {}).get("replay_cache") or {}
+    if cache and not cache.get("trusted", True):
+        line += (f"; replay cache NOT trusted ({cache.get('reason')}): knocks of minutes up to "
+                 f"{cache.get('floor_minute')} are refused")
+    return line
 
 
 def _doors_table(config, counters) -> Table:
@@ -214,6 +230,13 @@ def cmd_knockd(root, args) -> int:
 
     _require_root()
     return run_listener(root)
+
+
+def cmd_supervise(root, args) -> int:
+    from awp.knockd.supervisor import run_supervisor
+
+    _require_root()
+    return run_supervisor(root)
 
 
 def cmd_knock(root, args) -> int:

@@ -25,7 +25,10 @@ def status_document(st) -> dict:
         "refused": dict(seen.refused),
         "kernel_matches_config": seen.matches,
         "differs": list(seen.differs),
-        "listener": {"running": st.listener_pid is not None, "pid": st.listener_pid},
+        "listener": {"running": st.listener_pid is not None, "pid": st.listener_pid,
+                     "supervisor_pid": st.supervisor_pid,
+                     "replay_cache": (st.listener_state or {}).get("replay_cache")},
+        "elsewhere": list(st.elsewhere),
     }
 
 

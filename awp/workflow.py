@@ -38,6 +38,9 @@ class Status:
     config: Config
     inspection: Inspection
     listener_pid: int | None
+    supervisor_pid: int | None = None
+    listener_state: dict | None = None  # what the listener last wrote (replay cache trust)
+    elsewhere: tuple[str, ...] = ()  # other backends that still hold awp state
 
 
 def dry_run(config: Config, runner=None) -> Plan:
@@ -73,8 +76,23 @@ def status(root: Root, runner=None) -> Status:
     from awp.knockd import control
 
     config = load_config(root)
-    inspection = select(config.settings.backend, runner).inspect(config)
-    return Status(config, inspection, control.running_pid(root))
+    backend = select(config.settings.backend, runner)
+    inspection = backend.inspect(config)
+    pid = control.running_pid(root)
+    off = Config(Settings(enabled=False))
+    elsewhere = tuple(b.name for b in _backends(runner) if b.name != backend.name and b.plan(off).changed)
+    return Status(config, inspection, pid, control.supervisor_pid(root), _listener_state(root) if pid else None,
+                  elsewhere)
+
+
+def _listener_state(root: Root) -> dict | None:
+    import json
+
+    try:
+        with open(root.listener_state, "rb") as fh:
+            return json.loads(fh.read(4096))
+    except (OSError, ValueError):
+        return None
 
 
 def _sync_listener(root: Root, config: Config, backend: Backend, plan: Plan) -> str | None:

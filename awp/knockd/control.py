@@ -1,4 +1,9 @@
-"""Start, reload and stop the listener of one awp root, found through its locked pidfile."""
+"""Start, reload and stop the listener of one awp root, found through its locked pidfile.
+
+Without systemd, the listener runs under awp's supervisor (awp.knockd.supervisor), which
+restarts it if it dies or stalls. Where systemd runs and the awp-knockd unit is enabled for
+the default root, `awp -s -f` hands over to the unit instead of starting a second copy.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,14 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
-def running_pid(root: Root) -> int | None:
-    """The listener's pid if one holds the pidfile lock, else None."""
+UNIT = "awp-knockd.service"
+
+
+def running_pid(root: Root, pidfile=None) -> int | None:
+    """The listener's (or, with `pidfile`, the supervisor's) pid if it holds its pidfile
+    lock, else None."""
     try:
-        fd = os.open(root.pidfile, os.O_RDONLY)
+        fd = os.open(pidfile or root.pidfile, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
@@ -35,43 +44,98 @@ def running_pid(root: Root) -> int | None:
         os.close(fd)
 
 
+def supervisor_pid(root: Root) -> int | None:
+    return running_pid(root, root.supervisor_pidfile)
+
+
+def take_pidfile(path, what: str) -> int:
+    """Lock `path` for this process (the pid is written once it is ready), or refuse."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise ListenerError(f"another {what} already runs for {path.parents[2]} (pid {other or '?'})") from None
+    os.ftruncate(fd, 0)
+    return fd
+
+
 def ensure(root: Root) -> str:
-    """Reload a running listener, or start one. Returns what was done."""
+    """Reload a running listener, or start one (under systemd or the supervisor)."""
+    if _systemd_unit(root):
+        _systemctl("reload-or-restart")
+        return f"reloaded or restarted by systemd ({UNIT})"
     pid = running_pid(root)
     if pid:
         os.kill(pid, signal.SIGHUP)
         log.info("listener reloaded pid=%d", pid)
         return f"reloaded (pid {pid})"
     pid = start(root)
-    return f"started (pid {pid})"
+    return f"started (pid {pid}, supervised)"
 
 
 def start(root: Root) -> int:
+    """Start the supervisor, which starts the listener; return once the listener is ready."""
     root.listener_log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "awp", "--root", str(root.base), "knockd"]
+    if supervisor_pid(root):  # restarting its listener right now: wait for it
+        return _wait_ready(root, None)
+    argv = [sys.executable, "-m", "awp", "--root", str(root.base), "supervise"]
     with open(root.listener_log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    return _wait_ready(root, proc)
+
+
+def _wait_ready(root: Root, proc) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ListenerError(f"listener exited with code {proc.returncode}; see {root.listener_log}")
-        if running_pid(root) == proc.pid:
-            log.info("listener started pid=%d", proc.pid)
-            return proc.pid
+        if proc is not None and proc.poll() is not None:
+            raise ListenerError(f"listener supervisor exited with code {proc.returncode}; see {root.listener_log}")
+        pid = running_pid(root)
+        if pid:
+            log.info("listener started pid=%d", pid)
+            return pid
         time.sleep(0.05)
-    proc.kill()
+    if proc is not None:
+        _stop_pid(proc.pid, lambda: proc.poll() is None)
     raise ListenerError(f"listener did not start within {START_TIMEOUT:.0f} s; see {root.listener_log}")
 
 
 def stop(root: Root) -> int | None:
+    """Stop the supervisor (which stops its listener), else a lone listener."""
+    if _systemd_unit(root):
+        _systemctl("stop")
     pid = running_pid(root)
-    if not pid:
-        return None
+    sup = supervisor_pid(root)
+    if sup:
+        _stop_pid(sup, lambda: supervisor_pid(root) == sup)
+    if running_pid(root):
+        _stop_pid(running_pid(root), lambda: running_pid(root) == pid)
+    if pid:
+        log.info("listener stopped pid=%d", pid)
+    return pid
+
+
+def _stop_pid(pid: int, alive) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and running_pid(root) == pid:
+    while time.monotonic() < deadline and alive():
         time.sleep(0.05)
-    if running_pid(root) == pid:
+    if alive():
         os.kill(pid, signal.SIGKILL)
-    log.info("listener stopped pid=%d", pid)
-    return pid
+
+
+def _systemd_unit(root: Root) -> bool:
+    """systemd is the init, the unit is enabled, and it serves this root (the default)."""
+    from awp.paths import DEFAULT_ROOT
+
+    if not os.path.isdir("/run/systemd/system") or str(root.base) != DEFAULT_ROOT:
+        return False
+    return subprocess.run(["systemctl", "is-enabled", "--quiet", UNIT], check=False).returncode == 0
+
+
+def _systemctl(verb: str) -> None:
+    result = subprocess.run(["systemctl", verb, UNIT], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ListenerError(f"systemctl {verb} {UNIT} failed: {result.stderr.strip()}")

@@ -8,7 +8,6 @@ the unit tests run the listener against stores in memory.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ import time
 from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
+from awp.knockd.control import take_pidfile
 from awp.knockd.nflog import NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
 from awp.knockd.replay import ReplayCache
@@ -80,7 +80,7 @@ class Listener:
 
 def run_listener(root: Root) -> int:
     """Foreground loop until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
-    lock = _take_pidfile(root)
+    lock = take_pidfile(root.pidfile, "listener")
     flags = {"reload": False, "stop": False}
     signal.signal(signal.SIGHUP, lambda *_: flags.__setitem__("reload", True))
     signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))
@@ -194,16 +194,3 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         sock.close()
         return _open(config)
     return sock
-
-
-def _take_pidfile(root: Root) -> int:
-    root.pidfile.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root.pidfile, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        raise ListenerError(f"another listener already runs for {root.base} (pid {other or '?'})") from None
-    os.ftruncate(fd, 0)  # the pid is written once the listener can receive knocks
-    return fd
