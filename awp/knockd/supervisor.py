@@ -1,8 +1,9 @@
 """`awp supervise`: keeps the listener alive when no service manager does.
 
 `awp -s -f` starts this supervisor (unless systemd runs the awp-knockd unit), and it starts
-the listener as its child. A listener that exits is started again after a back-off (1, 2,
-4 ... 30 s; back to 1 s after a minute of good health); one that stalls (its pidfile, which
+the listener as its child. A listener that exits is started again after 1 s if it had got
+ready, else (it failed to start: a bad configuration, a busy NFLOG group) after a back-off
+of 1, 2, 4 ... 30 s, so a start that keeps failing costs little; one that stalls (its pidfile, which
 it touches every second, is older than STALL_SECONDS) is killed and started again. Each
 restart is one log line. SIGTERM stops the listener, then the supervisor; SIGHUP is passed
 on to the listener (reload).
@@ -23,7 +24,6 @@ from awp.paths import Root
 log = logging.getLogger(__name__)
 STALL_SECONDS = 10.0
 BACKOFF_MAX = 30.0
-HEALTHY_SECONDS = 60.0
 POLL = 0.25
 STOP_GRACE = 5.0
 
@@ -35,12 +35,14 @@ class Supervisor:
         self.backoff = 1.0
         self.started_at = 0.0
         self.stop = False
+        self.ready = False
         self.restarts = 0
 
     def spawn(self) -> None:
         argv = [sys.executable, "-m", "awp", "--root", str(self.root.base), "knockd"]
         self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # output: the supervisor's
         self.started_at = time.monotonic()
+        self.ready = False
         log.info("supervisor started listener pid=%d", self.child.pid)
 
     def watch(self) -> None:
@@ -49,14 +51,16 @@ class Supervisor:
         if child is None:
             return
         code = child.poll()
+        if code is None and not self.ready and running_pid(self.root) == child.pid:
+            self.ready = True
         if code is None and self._stalled(child.pid):
             log.error("listener stalled pid=%d: no heartbeat for %.0f s; killing it", child.pid, STALL_SECONDS)
             child.kill()
             code = child.wait()
         if code is None:
-            if time.monotonic() - self.started_at > HEALTHY_SECONDS:
-                self.backoff = 1.0
             return
+        if self.ready:
+            self.backoff = 1.0
         self.restarts += 1
         log.error("listener exited pid=%d code=%s; restart %d in %.0f s", child.pid, code, self.restarts,
                   self.backoff)

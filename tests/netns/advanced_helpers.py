@@ -331,6 +331,18 @@ class AwpServer:
             return False
         return state not in ("Z", "X") and b"knockd" in argv and self.root.encode() in argv
 
+    def supervisors(self) -> list[int]:
+        """Every live `awp supervise` process of this root."""
+        found = []
+        for p in Path("/proc").iterdir():
+            try:
+                argv = (p / "cmdline").read_bytes().split(b"\0") if p.name.isdigit() else []
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if b"supervise" in argv and self.root.encode() in argv:
+                found.append(int(p.name))
+        return sorted(found)
+
     def listeners(self) -> list[int]:
         """Every live listener process of this root (scanning /proc)."""
         pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
@@ -351,12 +363,13 @@ class AwpServer:
         try:
             self.awp("remove")
         finally:
-            for pid in self.listeners():
+            for pid in self.supervisors() + self.listeners():  # supervisors first: they restart
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            wait_for(lambda: not self.listeners(), 5.0, "this root's listeners to end")
+            wait_for(lambda: not self.listeners() and not self.supervisors(), 5.0,
+                     "this root's listeners and supervisor to end")
 
 
 # --- fixtures and knock helpers shared by the advanced-mode test files -----------------------

@@ -1,0 +1,98 @@
+"""The listener is watched over and its replay cache fails closed (issue 12), end to end.
+
+A listener killed or stopped comes back by itself (awp's supervisor); a replay cache that
+was deleted, emptied, truncated, edited, prefixed with junk or replaced by a special file
+never lets a replay through; a fresh knock works again once the rule of awp(8) allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+from advanced_helpers import OPEN, accepted, post, rejected, wait_connect
+from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from harness import wait_for
+from pknock_ref import ref_mac
+
+from awp.paths import Root
+
+pytestmark = pytest.mark.netns
+BACK_AFTER_KILL = 10.0  # awp(8): back-off 1 s + start
+BACK_AFTER_STALL = 25.0  # awp(8): no heartbeat for 10 s, then a restart
+
+
+def new_listener(server, old: int, timeout: float) -> int:
+    wait_for(lambda: server.pid() not in (None, old), timeout, "the supervisor to restart the listener")
+    pid = server.pid()
+    server.log.wait(rf"listener started pid={pid}", 0, timeout=timeout)
+    return pid
+
+
+def fresh_knock_works(server, client, dst) -> None:
+    mark = post(server, client, dst, server.macs.payload(OPEN, client.ip4))
+    server.log.wait(accepted("open", client.ip4), mark)
+    assert wait_connect(client, dst)
+
+
+@pytest.mark.parametrize("sig, bound", [(signal.SIGKILL, BACK_AFTER_KILL), (signal.SIGSTOP, BACK_AFTER_STALL)],
+                         ids=["killed", "stopped"])
+def test_a_dead_or_stalled_listener_comes_back_by_itself(lab, server, sig, bound):
+    c1 = lab.clients[0]
+    d1 = lab.server_ip4(c1)
+    old = server.pid()
+    os.kill(old, sig)
+    new_listener(server, old, bound)
+    status = json.loads(server.awp("status", "--json").stdout)
+    assert status["listener"]["running"] and status["listener"]["supervisor_pid"]
+    fresh_knock_works(server, c1, d1)
+    assert not server.is_listener(old)
+
+
+def tamper(path, how: str, text: bytes) -> None:
+    """Replace the cache by `text` (what the listener wrote) tampered with as `how` says."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if how == "deleted":
+        return
+    if how == "fifo":
+        os.mkfifo(path, 0o600)
+        return
+    data = {"emptied": b"", "truncated": text[:-20], "junk": b"junk\n" + text,
+            "edited": text.replace(b"\n1", b"\n2", 1) if b"\n1" in text else text + b"x\n"}[how]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, data)
+    os.close(fd)
+
+
+def test_a_tampered_replay_cache_never_lets_a_replay_through(lab, server):
+    c1 = lab.clients[0]
+    d1 = lab.server_ip4(c1)
+    cache = Root(server.base).replay_cache
+    opener = server.macs.payload(OPEN, c1.ip4)
+    mark = post(server, c1, d1, opener)
+    server.log.wait(accepted("open", c1.ip4), mark)  # a live grant from now on
+    original = cache.read_bytes()
+    for how in ("deleted", "emptied", "truncated", "junk", "edited", "fifo"):
+        tamper(cache, how, original)
+        old = server.pid()
+        os.kill(old, signal.SIGKILL)
+        new_listener(server, old, BACK_AFTER_KILL)
+        server.log.wait("replay cache not trusted", mark)
+        mark = post(server, c1, d1, opener)
+        text = server.log.since(mark)
+        assert "knock accepted" not in text, how
+        assert re.search(rejected("(untrusted-cache|replay)", c1.ip4), text), text
+    checked = server.awp("check")
+    assert checked.returncode == 3 and str(cache) in checked.stderr and "Traceback" not in checked.stderr
+    cache.unlink()
+    floor = json.loads(server.awp("status", "--json").stdout)["listener"]["replay_cache"]["floor_minute"]
+    assert floor is not None
+    wait_for(lambda: time.time() // 60 >= floor, 75.0, "the minute the rule allows knocks again")
+    mark = post(server, c1, d1, ref_mac(OPEN, c1.ip4, (floor + 1) * 60).encode() + b"\n")
+    server.log.wait(accepted("open", c1.ip4), mark)
+    assert wait_connect(c1, d1)
