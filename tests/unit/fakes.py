@@ -12,18 +12,19 @@ from awp.model import Config
 
 
 class FakeGrants:
-    """Grants in a dict: (port, source) -> seconds left. `calls` records what was asked."""
+    """Grants in a dict: (port, source) -> seconds left. `calls` records what was asked, with
+    the source as given (an ipaddress object)."""
 
     def __init__(self):
         self.held: dict[tuple[int, str], int] = {}
         self.calls: list[tuple] = []
 
     def open(self, port: int, src, ttl: int) -> None:
-        self.calls.append(("open", port, str(src), ttl))
+        self.calls.append(("open", port, src, ttl))
         self.held[(port, str(src))] = ttl
 
     def close(self, port: int, src) -> bool:
-        self.calls.append(("close", port, str(src)))
+        self.calls.append(("close", port, src))
         return self.held.pop((port, str(src)), None) is not None
 
     def list(self) -> list[tuple[int, str, int]]:
