@@ -247,6 +247,22 @@ def test_rollback_deletes_the_nft_filter_table_its_own_load_created():
     assert not any(argv[-1] == "ip6" for argv, _ in runner.calls if argv[0] == "nft")
 
 
+def test_rollback_on_a_host_without_the_nft_program_still_reports_the_load_error(caplog):
+    """iptables-nft hosts need not have nft installed: the empty filter table then stays."""
+    empty = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    recorder = nft(["", desired_saved(4, empty), empty], [FOREIGN_V6], fail=V6_LOAD_FAILS)
+
+    def runner(argv, stdin=None):
+        if argv[0] == "nft" and argv[1] != "list":
+            raise EnvironmentProblem("nft not found")
+        return recorder(argv, stdin)
+    with pytest.raises(ApplyError) as info:
+        run_apply(runner)
+    assert "IPv6" in str(info.value) and "line 42 failed" in str(info.value)
+    assert "could not delete the empty ip filter table" in caplog.text
+    assert len(recorder.loads()) == 3  # IPv4, IPv6 (refused), IPv4 rollback
+
+
 # --- IPv6 off, dry-run text ----------------------------------------------------------------------
 
 NO_IP6TABLES = Result(1, "", "ip6tables-nft-save: Failed to initialize nft: Protocol not supported\n")
