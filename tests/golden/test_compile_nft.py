@@ -177,7 +177,8 @@ def test_every_door_counts_what_it_lets_in_and_drops(load_case, case):
     config = load_case(case)
     rs = compile_nft(config)
     ports = {d.port for d in config.active_simple} | {d.port for d in config.active_advanced}
-    assert set(rs.counters) == {"refused_progress", "refused_open"} | {f"{k}_{p}" for p in ports for k in ("in", "drop")}
+    per_door = {f"{kind}_{port}" for port in ports for kind in ("in", "drop")}
+    assert set(rs.counters) == {"refused_progress", "refused_open"} | per_door
     for port in ports:
         rules = chains(rs)[f"port_{port}"]
         assert rules[-1] == f"counter name drop_{port} drop"
