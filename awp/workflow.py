@@ -58,7 +58,7 @@ def apply(root: Root, config: Config, *, force: bool, ssh_connection: str | None
         plan = backend.plan(config)
         backend.apply(plan)
         listener = _sync_listener(root, config, backend, plan)
-        removed = _remove_others(backend, runner) if config.settings.enabled else ()
+        removed = _remove_others(backend, runner)
     return Applied(config, plan, listener, removed)
 
 
@@ -132,7 +132,7 @@ def _take_down(backend: Backend, off: Config) -> bool:
 
 def _remove_others(chosen: Backend, runner) -> tuple[str, ...]:
     """After a switch of backend (say, iptables-nft to nftables): the new one protects the
-    ports already, so the old one's rules can go."""
+    ports already, so the old one's rules can go; with FW_PORTKNOCK off, so can everything."""
     off = Config(Settings(enabled=False))
     removed = []
     for backend in _backends(runner):

@@ -227,7 +227,7 @@ def parse_elements(doc: dict) -> list[dict]:
             value = None
             if isinstance(raw, list):  # a map element: [key part, value]
                 raw, value = raw
-            elem = raw.get("elem", raw) if isinstance(raw, dict) else {"val": raw}
+            elem = raw["elem"] if isinstance(raw, dict) and "elem" in raw else {"val": raw}  # bare: no timeout
             key = elem["val"]
             key = tuple(key["concat"]) if isinstance(key, dict) and "concat" in key else key
             found.append({"key": key, "value": value, "expires": int(elem.get("expires", 0))})

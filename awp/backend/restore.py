@@ -12,7 +12,7 @@ from awp.backend.runner import Runner, run
 from awp.compile import compile_family, render_restore
 from awp.compile.ruleset import DIGEST_TAG, ENTRY, PREFIX, KernelState, Ruleset
 from awp.model import Config
-from awp.errors import ApplyError
+from awp.errors import ApplyError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,11 @@ class IptablesTable:
         self.load(rollback_text(snapshot, self.state()))
         if self.variant == "nft" and "*filter" not in snapshot and _empty_table(self.snapshot()):
             family = "ip" if self.family == 4 else "ip6"
-            result = self.runner(["nft", "delete", "table", family, "filter"])
+            try:
+                result = self.runner(["nft", "delete", "table", family, "filter"])
+            except EnvironmentProblem as exc:  # iptables-nft does not need the nft program
+                log.warning("could not delete the empty %s filter table: %s", family, exc)
+                return
             if result.returncode != 0:
                 log.warning("could not delete the empty %s filter table: %s", family, _first(result.stderr))
 

@@ -10,6 +10,7 @@ from typing import Protocol
 from awp.errors import EnvironmentProblem
 
 log = logging.getLogger(__name__)
+PACKAGES = {"nft": "nftables"}  # the Debian package of a program; the others come with iptables
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = 120) -> Resu
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise EnvironmentProblem(f"{argv[0]} not found; install the iptables package") from None
+        package = PACKAGES.get(argv[0], "iptables")
+        raise EnvironmentProblem(f"{argv[0]} not found; install the {package} package") from None
     except subprocess.TimeoutExpired:
         return Result(124, "", f"{argv[0]} timed out after {timeout} s")
     return Result(proc.returncode, proc.stdout, proc.stderr)

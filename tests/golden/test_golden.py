@@ -1,7 +1,9 @@
-"""Golden files: the compiler's exact iptables-restore output for a fresh kernel.
+"""Golden files: the compilers' exact output for a fresh kernel.
 
 Each case directory holds config, simple-portknock-list, an optional advanced-portknock-list,
-and expected-v4.rules / expected-v6.rules. To regenerate after an intended change:
+expected-v4.rules / expected-v6.rules (iptables-restore input per family) and expected.nft
+(the one `nft -f` transaction that creates the `inet awp` table). To regenerate after an
+intended change:
 
     AWP_REGEN_GOLDEN=1 .venv/bin/pytest -q tests/golden
 
@@ -17,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from awp.backend.nftables import TableState, render_transaction
 from awp.compile import KernelState, compile_family, render_restore
+from awp.compile.nftables import compile_nft
 
 GOLDEN = Path(__file__).parent
 REGEN = os.environ.get("AWP_REGEN_GOLDEN") == "1"
@@ -51,7 +55,16 @@ def test_many_doors_list_is_the_generated_one():
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case, family, load_case):
     got = render_restore(compile_family(load_case(case), family), KernelState())
-    expected = GOLDEN / case / f"expected-v{family}.rules"
+    compare(got, GOLDEN / case / f"expected-v{family}.rules", f"{case} IPv{family}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_nft(case, load_case):
+    got = render_transaction(compile_nft(load_case(case)), TableState(), {})
+    compare(got, GOLDEN / case / "expected.nft", f"{case} nftables")
+
+
+def compare(got: str, expected: Path, label: str) -> None:
     got_file = expected.with_name(expected.name + ".got")
     if REGEN:
         expected.write_text(got, encoding="utf-8")
@@ -65,5 +78,5 @@ def test_golden(case, family, load_case):
     excerpt = "\n".join(diff[:DIFF_LINES])
     if len(diff) > DIFF_LINES:
         excerpt += f"\n... {len(diff) - DIFF_LINES} more diff lines"
-    pytest.fail(f"{case} IPv{family}: compiler output differs from {expected.name} (written to "
+    pytest.fail(f"{label}: compiler output differs from {expected.name} (written to "
                 f"{got_file.name}; AWP_REGEN_GOLDEN=1 regenerates after review)\n{excerpt}", pytrace=False)

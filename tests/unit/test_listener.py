@@ -1,4 +1,5 @@
-"""The listener's decisions, without a kernel: packets in, verdicts, grants and log lines out.
+"""The listener's decisions, without a kernel: packets in; verdicts, grants and log lines out.
+The grant store is in memory (fakes.FakeGrants) and the replay cache a file in tmp_path.
 Packets are built with the independent reference implementation, not with awp.otp."""
 
 from __future__ import annotations
@@ -8,53 +9,84 @@ import logging
 import socket
 
 import pytest
+from fakes import FakeGrants
 from pknock_ref import ref_payload
 
+from awp import otp
 from awp.knockd.listener import Listener
 from awp.knockd.nflog import Packet
 from awp.knockd.ratelog import RateLimitedLog
 from awp.lists import parse_advanced
 from awp.model import Config, Settings
-from awp.paths import Root
 
 OPEN, CLOSE = "opensecret1", "closesecret1"
 SRC = ipaddress.ip_address("198.18.1.2")
 OTHER = ipaddress.ip_address("198.18.2.2")
+SRC6 = ipaddress.ip_address("2001:2::7")
 NOW = 29_000_000 * 60 + 30.0  # the middle of a minute
 MINUTE = int(NOW // 60)
+CONFIG = Config(Settings(enabled=True, advanced=True, autoclose=600), (),
+                parse_advanced(f"2222,2000,{OPEN},{CLOSE}\n", "list"))
 
 
-class FakeLists:
-    def __init__(self):
-        self.calls = []
-
-    def add(self, name, address):
-        self.calls.append(("+", name, str(address)))
-
-    def remove(self, name, address):
-        self.calls.append(("-", name, str(address)))
+def replay_cache(tmp_path) -> otp.ReplayCache:
+    cache = otp.ReplayCache(tmp_path / "var" / "lib" / "replay-cache")
+    cache.load()
+    return cache
 
 
 @pytest.fixture
-def listener(tmp_path):
-    doors = parse_advanced(f"2222,2000,{OPEN},{CLOSE}\n", "list")
-    config = Config(Settings(enabled=True, advanced=True, autoclose=600), (), doors)
-    return Listener(Root(tmp_path), config, FakeLists())
+def grants() -> FakeGrants:
+    return FakeGrants()
+
+
+@pytest.fixture
+def listener(tmp_path, grants) -> Listener:
+    return Listener(CONFIG, grants, replay_cache(tmp_path))
 
 
 def packet(payload: bytes, src=SRC, dport=2000, length=None) -> Packet:
-    return Packet(socket.AF_INET, src, ipaddress.ip_address("198.18.1.1"), 40000, dport,
-                  payload[:256], len(payload) if length is None else length)
+    family, dst = (socket.AF_INET, "198.18.1.1") if src.version == 4 else (socket.AF_INET6, "2001:2::1")
+    return Packet(family, src, ipaddress.ip_address(dst), 40000, dport, payload[:256],
+                  len(payload) if length is None else length)
 
 
 def knock(secret: str, minute: int = MINUTE, addr=SRC, trailer=b"\n") -> bytes:
     return ref_payload(secret, str(addr), minute * 60)[:64] + trailer
 
 
-def test_open_then_close_grant_and_revoke_in_the_kernel_list(listener):
+def decisions(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("awp.knockd")]
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+
+def test_open_knock_grants_the_door_for_the_autoclose_time(listener, grants):
     assert listener.handle(packet(knock(OPEN)), NOW).action == "open"
+    assert grants.calls == [("open", 2222, SRC, 600)]
+    assert grants.list() == [(2222, "198.18.1.2", 600)]
+
+
+def test_open_knock_over_ipv6(listener, grants):
+    assert listener.handle(packet(knock(OPEN, addr=SRC6), src=SRC6), NOW).action == "open"
+    assert grants.calls == [("open", 2222, SRC6, 600)]
+
+
+def test_close_knock_revokes_the_grant(listener, grants, caplog):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    listener.handle(packet(knock(OPEN)), NOW)
     assert listener.handle(packet(knock(CLOSE)), NOW).action == "close"
-    assert listener.lists.calls == [("+", "awpa2222", "198.18.1.2"), ("-", "awpa2222", "198.18.1.2")]
+    assert grants.calls[-1] == ("close", 2222, SRC) and grants.list() == []
+    assert "knock accepted action=close port=2222 knock_port=2000 src=198.18.1.2" in caplog.text
+
+
+def test_close_with_nothing_open_says_so(listener, grants, caplog):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    assert listener.handle(packet(knock(CLOSE)), NOW).action == "close"
+    assert grants.calls == [("close", 2222, SRC)]
+    assert "knock nothing to close port=2222 knock_port=2000 src=198.18.1.2" in caplog.text
+    assert "knock accepted action=close" not in caplog.text
 
 
 @pytest.mark.parametrize("minute_offset", [-1, 0, 1])
@@ -67,10 +99,10 @@ def test_one_minute_either_side_is_accepted(listener, minute_offset):
     (knock(OPEN).upper(), "malformed"), (b"g" * 64 + b"\n", "malformed"), (b"0" * 64 + b"\n", "bad-mac"),
     (knock(OPEN, addr=OTHER), "bad-mac"), (knock(OPEN, MINUTE - 2), "bad-mac"), (knock("wrongsecret"), "bad-mac"),
 ])
-def test_bad_packets_are_rejected_without_a_grant(listener, payload, reason):
+def test_bad_packets_are_rejected_without_a_grant(listener, grants, payload, reason):
     verdict = listener.handle(packet(payload), NOW)
     assert (verdict.action, verdict.reason) == ("reject", reason)
-    assert listener.lists.calls == []
+    assert grants.calls == []
 
 
 def test_truncated_copy_of_a_big_datagram_is_malformed(listener):
@@ -81,21 +113,47 @@ def test_bare_64_bytes_are_accepted(listener):
     assert listener.handle(packet(knock(OPEN, trailer=b"")), NOW).action == "open"
 
 
-def test_unknown_knock_port(listener):
+def test_unknown_knock_port(listener, grants):
     assert listener.handle(packet(knock(OPEN), dport=2001), NOW).reason == "unknown-port"
+    assert grants.calls == []
 
 
-def test_replay_rejected_also_after_a_restart(listener, tmp_path):
+def test_reconfigure_drops_a_door(listener, grants):
+    listener.configure(Config(Settings(enabled=True, advanced=True)))
+    assert listener.handle(packet(knock(OPEN)), NOW).reason == "unknown-port"
+    assert grants.calls == []
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def test_replay_rejected_also_after_a_restart(listener, grants, tmp_path):
     assert listener.handle(packet(knock(OPEN)), NOW).action == "open"
     assert listener.handle(packet(knock(OPEN)), NOW).reason == "replay"
-    restarted = Listener(Root(tmp_path), listener.config, FakeLists())
+    restarted_grants = FakeGrants()
+    restarted = Listener(CONFIG, restarted_grants, replay_cache(tmp_path))
     assert restarted.handle(packet(knock(OPEN)), NOW).reason == "replay"
-    assert restarted.lists.calls == []
+    assert len(grants.calls) == 1 and restarted_grants.calls == []
 
 
-def test_a_replayed_close_is_rejected(listener):
+def test_a_replayed_close_is_rejected(listener, grants):
     listener.handle(packet(knock(CLOSE)), NOW)
     assert listener.handle(packet(knock(CLOSE)), NOW).reason == "replay"
+    assert len(grants.calls) == 1
+
+
+# --- log lines ------------------------------------------------------------------------------
+
+
+def test_exactly_one_log_line_per_decision(listener, caplog):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    sent = [knock(OPEN), knock(OPEN), knock("wrongsecret"), knock(CLOSE), knock(CLOSE, MINUTE - 1)]
+    for payload in sent:
+        listener.handle(packet(payload), NOW)
+    lines = decisions(caplog)
+    assert [line.split(" src=")[0].split(" port=")[0] for line in lines] == [
+        "knock accepted action=open", "knock rejected reason=replay", "knock rejected reason=bad-mac",
+        "knock accepted action=close", "knock nothing to close"]
 
 
 def test_log_lines_name_the_decision_and_never_the_secret(listener, caplog):
@@ -104,7 +162,7 @@ def test_log_lines_name_the_decision_and_never_the_secret(listener, caplog):
     listener.handle(packet(knock(OPEN, MINUTE - 2)), NOW)
     listener.handle(packet(knock("wrongsecret")), NOW)
     text = caplog.text
-    assert "knock accepted action=open port=2222 knock_port=2000 src=198.18.1.2" in text
+    assert "knock accepted action=open port=2222 knock_port=2000 src=198.18.1.2 expires_in=600s" in text
     assert "reason=skew" in text and "reason=bad-mac" in text
     assert OPEN not in text and knock(OPEN)[:64].decode() not in text
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from awp.errors import ConfigError
-from awp.model import Settings
+from awp.checks import check_config
+from awp.errors import ConfigError, StrictRefused
+from awp.lists import parse_simple
+from awp.model import Config, Settings
 from awp.settings import load_settings, parse_settings
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "config"
@@ -39,6 +41,7 @@ def test_defaults():
     assert (s.enabled, s.simple, s.advanced, s.ipv6, s.strict) == (False, True, False, True, False)
     assert (s.step_timeout, s.open_window, s.autoclose) == (15, 30, 3600)
     assert (s.allow, s.backend, s.nflog_group, s.kernel_log) == ((), "auto", 4747, True)
+    assert (s.set_size, s.backend_alias) == (131072, None)
 
 
 @pytest.mark.parametrize("line", [
@@ -59,13 +62,13 @@ def test_every_key_parsed():
         'FW_PORTKNOCK="yes"', 'FW_PORTKNOCK_SIMPLE="no"', 'FW_PORTKNOCK_ADVANCED="yes"',
         'FW_PORTKNOCK_IPV6="no"', 'FW_PORTKNOCK_STRICT="yes"', 'FW_PORTKNOCK_STEP_TIMEOUT="7"',
         'FW_PORTKNOCK_OPEN_WINDOW="45"', 'FW_PORTKNOCK_AUTOCLOSE="600"',
-        'FW_PORTKNOCK_ALLOW="192.0.2.0/24"', 'FW_PORTKNOCK_BACKEND="legacy"',
-        'FW_PORTKNOCK_NFLOG_GROUP="5"', 'FW_PORTKNOCK_KERNEL_LOG="no"',
+        'FW_PORTKNOCK_ALLOW="192.0.2.0/24"', 'FW_PORTKNOCK_BACKEND="iptables-legacy"',
+        'FW_PORTKNOCK_SET_SIZE="4096"', 'FW_PORTKNOCK_NFLOG_GROUP="5"', 'FW_PORTKNOCK_KERNEL_LOG="no"',
     ])
     assert parse_settings(text, "c") == Settings(
         enabled=True, simple=False, advanced=True, ipv6=False, strict=True, step_timeout=7,
         open_window=45, autoclose=600, allow=(ipaddress.ip_network("192.0.2.0/24"),),
-        backend="legacy", nflog_group=5, kernel_log=False)
+        backend="iptables-legacy", set_size=4096, nflog_group=5, kernel_log=False)
 
 
 def test_shipped_config_loads():
@@ -92,6 +95,45 @@ def test_missing_file(tmp_path):
 ])
 def test_number_accepted(value, expected):
     assert parse_settings(f'FW_PORTKNOCK_STEP_TIMEOUT="{value}"\n', "c").step_timeout == expected
+
+
+# --- FW_PORTKNOCK_BACKEND and FW_PORTKNOCK_SET_SIZE -------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["auto", "nftables", "iptables-nft", "iptables-legacy"])
+def test_backend_values(value):
+    s = parse_settings(f'FW_PORTKNOCK_BACKEND="{value}"\n', "c")
+    assert (s.backend, s.backend_alias) == (value, None)
+
+
+@pytest.mark.parametrize(("old", "new"), [("nft", "iptables-nft"), ("legacy", "iptables-legacy")])
+def test_deprecated_backend_value_maps_to_the_new_one_with_a_warning(old, new):
+    settings = parse_settings(f'FW_PORTKNOCK="yes"\nFW_PORTKNOCK_BACKEND="{old}"\n', "c")
+    assert (settings.backend, settings.backend_alias) == (new, old)
+    findings = check_config(Config(settings, parse_simple("22:7481,2203,9127\n", "list")))
+    assert [str(f) for f in findings] == [f'FW_PORTKNOCK_BACKEND="{old}" is deprecated and will be refused in '
+                                          f'the next release; write FW_PORTKNOCK_BACKEND="{new}"']
+
+
+def test_deprecated_backend_value_is_refused_when_strict():
+    settings = parse_settings('FW_PORTKNOCK="yes"\nFW_PORTKNOCK_STRICT="yes"\nFW_PORTKNOCK_BACKEND="nft"\n', "c")
+    with pytest.raises(StrictRefused) as info:
+        check_config(Config(settings, parse_simple("22:7481,2203,9127\n", "list")))
+    assert info.value.exit_code == 3
+    assert 'FW_PORTKNOCK_BACKEND="iptables-nft"' in str(info.value) and "FW_PORTKNOCK_STRICT" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["1024", "131072", "16777216"])
+def test_set_size_bounds_accepted(value):
+    assert parse_settings(f'FW_PORTKNOCK_SET_SIZE="{value}"\n', "c").set_size == int(value)
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("1023", ["1023 is out of range 1024-16777216"]), ("16777217", ["out of range 1024-16777216"]),
+    ("0", ["out of range"]), ("128k", ["whole number"]), ("", ["whole number"]), ("1_024", ["whole number"]),
+])
+def test_set_size_out_of_bounds_or_malformed_is_refused(value, words):
+    refused(f'{PREAMBLE}FW_PORTKNOCK_SET_SIZE="{value}"\n', 4, "FW_PORTKNOCK_SET_SIZE", *words)
 
 
 # --- FW_PORTKNOCK_ALLOW ----------------------------------------------------------------------
@@ -133,7 +175,8 @@ BAD_VALUES = [
     ("FW_PORTKNOCK_OPEN_WINDOW", "0"), ("FW_PORTKNOCK_OPEN_WINDOW", "86401"),
     ("FW_PORTKNOCK_AUTOCLOSE", "9"), ("FW_PORTKNOCK_AUTOCLOSE", "604801"),
     ("FW_PORTKNOCK_NFLOG_GROUP", "0"), ("FW_PORTKNOCK_NFLOG_GROUP", "65536"),
-    ("FW_PORTKNOCK_BACKEND", "iptables"), ("FW_PORTKNOCK_BACKEND", ""),
+    ("FW_PORTKNOCK_BACKEND", "iptables"), ("FW_PORTKNOCK_BACKEND", ""), ("FW_PORTKNOCK_BACKEND", "nf_tables"),
+    ("FW_PORTKNOCK_BACKEND", "NFTABLES"), ("FW_PORTKNOCK_BACKEND", "iptables-nftables"),
     ("FW_PORTKNOCK_ALLOW", "any"),
 ]
 
