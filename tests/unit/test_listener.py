@@ -13,6 +13,7 @@ from fakes import FakeGrants
 from pknock_ref import ref_payload
 
 from awp import otp
+from awp.knockd.replay import ReplayCache
 from awp.knockd.listener import Listener
 from awp.knockd.nflog import Packet
 from awp.knockd.ratelog import RateLimitedLog
@@ -29,8 +30,8 @@ CONFIG = Config(Settings(enabled=True, advanced=True, autoclose=600), (),
                 parse_advanced(f"2222,2000,{OPEN},{CLOSE}\n", "list"))
 
 
-def replay_cache(tmp_path) -> otp.ReplayCache:
-    cache = otp.ReplayCache(tmp_path / "var" / "lib" / "replay-cache")
+def replay_cache(tmp_path) -> ReplayCache:
+    cache = ReplayCache(tmp_path / "var" / "lib" / "replay-cache")
     cache.load()
     return cache
 

@@ -57,7 +57,7 @@ def host(monkeypatch) -> Host:
     monkeypatch.setattr(workflow, "select", h.select)
     monkeypatch.setattr(control, "ensure", lambda root: h.control.ensure(root))
     monkeypatch.setattr(control, "stop", lambda root: h.control.stop(root))
-    monkeypatch.setattr(control, "running_pid", lambda root: h.control.running_pid(root))
+    monkeypatch.setattr(control, "running_pid", lambda root, pidfile=None: None if pidfile else h.control.running_pid(root))
     monkeypatch.setattr(lockout, "established_sessions", lambda: h.sessions)
     monkeypatch.setattr(runner_module, "run", _no_program)
     return h
