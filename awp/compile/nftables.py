@@ -1,19 +1,21 @@
 """Config -> NftRuleset for the native nftables backend: one `inet awp` table. Pure.
 
 Its own intermediate representation (not iptables' chains): sets with a size and per-element
-timeouts hold every source's state, and `vmap` dispatch by port keeps the per-packet cost
-independent of the number of doors. See docs/design.md, "Simple mode in nftables".
+timeouts hold every source's state, and every door's transitions are elements of anonymous
+maps, so neither the number of chains nor the work per packet grows with the doors. See
+docs/design.md.
 
 Per-source state (family f = 4 or 6, each a set or map of that family's addresses):
 
     progress<f>  map addr : mark   mid-sequence: door port << 16 | knocks done (step timeout)
-    scan<f>      addr . port       hit a door's second knock out of turn: (src, first knock)
+    scan<f>      addr . mark       hit a door's second knock out of turn: (src, door id)
     open<f>      addr . port       completed a simple door (open window)
     grant<f>     addr . port       advanced-mode grant, written by the listener (autoclose)
 
-A map lookup's result cannot be compared directly in nft, so a knock port's progress chain
-copies the source's progress into the packet mark and compares that. Only SYNs to knock
-ports reach that chain, and awp drops every one of them, so no mark leaves awp's table.
+nft cannot compare a map lookup's result with anything, so the knock-port chains copy the
+source's progress (or the door's id) into the packet mark and match on that. Only packets to
+knock ports reach those chains, and awp drops every one of them, so no mark awp wrote
+leaves its table.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def state_sets(size: int) -> tuple[NftSet, ...]:
     found = []
     for family, (_, addr) in ADDR.items():
         found.append(NftSet(f"progress{family}", addr, size, "mark"))
-        found += [NftSet(f"{kind}{family}", f"{addr} . inet_service", size) for kind in STATE_SETS[1:]]
+        found.append(NftSet(f"scan{family}", f"{addr} . mark", size))  # (source, door id)
+        found += [NftSet(f"{kind}{family}", f"{addr} . inet_service", size) for kind in STATE_SETS[2:]]
     return tuple(found)
 
 
@@ -109,12 +112,23 @@ def _with_digest(ruleset: NftRuleset) -> NftRuleset:
                       digest, ruleset.flush_sets)
 
 
-def vmap(entries: dict[int, str]) -> str:
-    """An anonymous verdict map over ports: one hash lookup however many doors there are."""
-    return "vmap { " + ", ".join(f"{port} : goto {chain}" for port, chain in sorted(entries.items())) + " }"
+def anon(items) -> str:
+    """An anonymous set: one hash lookup however many elements."""
+    return "{ " + ", ".join(items) + " }"
+
+
+def vmap(entries: dict) -> str:
+    return "vmap " + anon(f"{key} : goto {chain}" for key, chain in sorted(entries.items()))
 
 
 class _Builder:
+    """A fixed set of chains, whatever the number of doors; maps hold every door's
+    transitions.
+
+    `meta mark` carries a source's progress (or a door's id) between rules: it is written only
+    in chains that every packet leaves through a drop (knock ports), never on a packet awp
+    lets through."""
+
     def __init__(self, config: Config, simple: tuple[SimpleDoor, ...], advanced: tuple[AdvancedDoor, ...]):
         self.s = config.settings
         self.families = (4, 6) if self.s.ipv6 else (4,)
@@ -123,14 +137,20 @@ class _Builder:
         self.out: list[NftChain] = []
 
     def chains(self) -> tuple[NftChain, ...]:
+        """Dispatch by port through verdict maps only: nft loads a map of thousands of ports
+        in a few milliseconds, but a plain set of as many ports is some 30 times slower."""
         entry = [] if self.s.ipv6 else ["meta nfproto ipv6 return"]
         if self.simple:
-            entry += [f"{SYN} {ADDR[f][0]} saddr @progress{f} jump progress" for f in self.families]
-            self._progress()
-        tcp = self._tcp_leaves()
+            entry.append(f"tcp dport {vmap({k: 'knock' for d in self.simple for k in d.knocks})}")
+            # any other SYN from a source mid-sequence (a protected port too) resets it
+            entry += [f"{SYN} {ADDR[f][0]} saddr @progress{f} jump forget" for f in self.families]
+            self._simple_chains()
+        protected = sorted({d.port for d in self.simple} | {d.port for d in self.advanced})
+        self._protected(protected)
+        entry.append(f"tcp dport {vmap({p: 'protected' for p in protected})}")
         if self.advanced:
-            entry.append(f"udp dport {vmap(self._udp_leaves())}")
-        entry.append(f"tcp dport {vmap(tcp)}")
+            entry.append(f"udp dport {vmap({d.knock_port: 'knock_udp' for d in self.advanced})}")
+            self._knock_udp()
         return (NftChain("input", tuple(entry), True), *sorted(self.out, key=lambda c: c.name))
 
     def _add(self, name: str, *rules: str) -> str:
@@ -138,91 +158,94 @@ class _Builder:
         return name
 
     def _each(self, template: str) -> list[str]:
-        """One rule per family: `{a}` is ip or ip6, `{f}` is 4 or 6."""
-        return [template.format(a=ADDR[f][0], f=f) for f in self.families]
+        """One rule per family: `$a` is ip or ip6, `$f` is 4 or 6."""
+        return [template.replace("$a", ADDR[f][0]).replace("$f", str(f)) for f in self.families]
 
-    # --- dispatch of TCP by port ----------------------------------------------------------
+    # --- simple mode --------------------------------------------------------------------
 
-    def _tcp_leaves(self) -> dict[int, str]:
-        leaves: dict[int, str] = {}
-        for door in self.simple:
-            leaves[door.knocks[0]] = self._first_knock(door)
-            if len(door.knocks) > 1:
-                leaves[door.knocks[1]] = self._add(f"knock_{door.knocks[1]}", *self._each(
-                    f"{SYN} update @scan{{f}} {{{{ {{a}} saddr . {door.knocks[0]} timeout {self.s.step_timeout}s }}}}"),
-                    "drop")
-            for knock in door.knocks[2:]:
-                leaves[knock] = self._add(f"knock_{knock}", "drop")
-        for port in sorted({d.port for d in self.simple} | {d.port for d in self.advanced}):
-            leaves[port] = self._protected(port)
-        return leaves
-
-    def _first_knock(self, door: SimpleDoor) -> str:
-        """Start the sequence unless the source hit the second knock out of turn lately (what
-        scanners and their reordered retries do)."""
-        scanned = self._each("{a} saddr . tcp dport @scan{f} drop")  # keyed by the door's first knock
-        return self._add(f"knock_{door.knocks[0]}", f"{SYN.replace('==', '!=')} drop", *scanned,
-                         f"goto {self._advance(door, 1)}")
-
-    # --- progress of sources mid-sequence ------------------------------------------------
-
-    def _progress(self) -> None:
-        entries = {}
-        for door in self.simple:
-            for m, knock in enumerate(door.knocks, start=1):
-                entries[knock] = self._progress_leaf(door, m)
-        reset = self._each("delete @progress{f} {{ {a} saddr : 0x0 }}")
-        self._add("forget", *reset)
-        self._add("progress", f"tcp dport {vmap(entries)}", "jump forget")
-
-    def _progress_leaf(self, door: SimpleDoor, m: int) -> str:
-        """A mid-sequence source knocking door.knocks[m-1]: advance, ignore a retransmit, or
-        reset (and go on to the idle dispatch, where this knock may start a door)."""
-        rules = ["meta mark set 0x0", *self._each("meta mark set {a} saddr map @progress{f}")]
-        if m >= 2:
-            rules.append(f"meta mark {progress_mark(door.port, m - 1)} goto {self._advance(door, m)}")
-        if m < len(door.knocks):
-            rules.append(f"meta mark {progress_mark(door.port, m)} drop")
-        return self._add(f"progress_{door.knocks[m - 1]}", *rules, "jump forget")
-
-    def _advance(self, door: SimpleDoor, m: int) -> str:
-        name = f"advance_{door.port}_{m}"
-        if any(c.name == name for c in self.out):
-            return name
+    def _simple_chains(self) -> None:
+        self._add("forget", *self._each("delete @progress$f { $a saddr : 0x0 }"))
+        self._add("knock", *self._each(f"{SYN} $a saddr @progress$f goto mid"), "goto idle")
+        self._mid()
+        self._idle()
         step = self.s.step_timeout
-        if m < len(door.knocks):
-            mark = progress_mark(door.port, m)
-            forget = "" if m == 1 else "delete @progress{f} {{ {a} saddr : 0x0 }} "
-            rules = self._each(forget + f"add @progress{{f}} {{{{ {{a}} saddr timeout {step}s : {mark} }}}} drop")
-            return self._add(name, *rules, "counter name refused_progress drop")
-        then = f"goto {self._opened(door.port)}" if self.s.kernel_log else "drop"
-        rules = self._each("delete @progress{f} {{ {a} saddr : 0x0 }}")
-        rules += self._each(f"update @open{{f}} {{{{ {{a}} saddr . {door.port} timeout {self.s.open_window}s }}}} "
-                            + then)
-        return self._add(name, *rules, "counter name refused_open drop")
+        for chain in ("start", "advance"):
+            forget = "delete @progress$f { $a saddr : 0x0 } " if chain == "advance" else ""
+            self._add(chain, *self._each(forget + f"add @progress$f {{ $a saddr timeout {step}s : meta mark }} drop"),
+                      "counter name refused_progress drop")
+        self._complete()
 
-    def _opened(self, port: int) -> str:
-        return self._add(f"opened_{port}", f'{OPEN_LOG_RATE} log prefix "awp open port={port} "', "drop")
+    def _mid(self) -> None:
+        """A SYN to a knock port from a source mid-sequence: retransmit, advance, complete, or
+        forget and go on as a source that is not mid-sequence (the knock may start a door)."""
+        rules = self._each("meta mark set $a saddr map @progress$f")
+        again = [f"{progress_mark(d.port, m)} . {k}" for d in self.simple for m, k in enumerate(d.knocks[:-1], 1)]
+        if again:
+            rules.append(f"meta mark . tcp dport {anon(again)} drop")
+        done = [f"{progress_mark(d.port, len(d.knocks) - 1)} . {d.knocks[-1]}" for d in self.simple
+                if len(d.knocks) > 1]
+        if done:
+            rules.append(f"meta mark . tcp dport {anon(done)} goto complete")
+        steps = [f"{progress_mark(d.port, m - 1)} . {d.knocks[m - 1]} : {progress_mark(d.port, m)}"
+                 for d in self.simple for m in range(2, len(d.knocks))]
+        if steps:
+            rules.append(f"meta mark set meta mark . tcp dport map {anon(steps)} goto advance")
+        self._add("mid", *rules, "jump forget", "goto idle")
+
+    def _idle(self) -> None:
+        """A knock port from a source not mid-sequence: the door's first knock starts it, its
+        second knock out of turn (what scans and their reordered retries do) bars the door
+        from that source for a step timeout. `meta mark` := the door's id."""
+        step = self.s.step_timeout
+        firsts = {d.knocks[0]: d for d in self.simple}
+        seconds = {d.knocks[1]: d for d in self.simple if len(d.knocks) > 1}
+        door_id = {k: progress_mark(d.port, 0) for k, d in (*firsts.items(), *seconds.items())}
+        targets = {**{k: "first" for k in firsts}, **{k: "second" for k in seconds}}
+        self._add("idle", f"{SYN.replace('==', '!=')} drop",
+                  f"meta mark set tcp dport map {anon(f'{k} : {v}' for k, v in sorted(door_id.items()))}",
+                  f"tcp dport {vmap(targets)}", "drop")
+        if seconds:
+            self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), "drop")
+        rules = self._each("$a saddr . meta mark @scan$f drop")
+        single = [f"{progress_mark(d.port, 0)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
+        if single:
+            rules.append(f"meta mark . tcp dport {anon(single)} goto complete")
+        starts = [f"{d.knocks[0]} : {progress_mark(d.port, 1)}" for d in self.simple if len(d.knocks) > 1]
+        if starts:
+            rules.append(f"meta mark set tcp dport map {anon(starts)} goto start")
+        self._add("first", *rules, "drop")
+
+    def _complete(self) -> None:
+        """The last knock of a door: the source may connect for an open window. The knock's
+        destination port is rewritten to the protected port (the packet is dropped anyway),
+        so one rule keys the open set and the kernel's log line says DPT=<protected port>."""
+        ends = [f"{progress_mark(d.port, len(d.knocks) - 1)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
+        rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}"]
+        rules += self._each("delete @progress$f { $a saddr : 0x0 }")
+        rules += self._each(f"update @open$f {{ $a saddr . tcp dport timeout {self.s.open_window}s }} meta mark set 0x1")
+        rules.append("meta mark != 0x1 counter name refused_open drop")
+        if self.s.kernel_log:
+            rules.append(f'{OPEN_LOG_RATE} log prefix "awp open "')
+        self._add("complete", *rules, "drop")
 
     # --- protected ports and advanced knock ports -----------------------------------------
 
-    def _protected(self, port: int) -> str:
+    def _protected(self, ports: list[int]) -> None:
         rules = ["ct state established,related accept"]
         for family in self.families:
             nets = [str(n) for n in self.s.allow if n.version == family]
             if nets:
-                rules.append(f"{ADDR[family][0]} saddr {{ {', '.join(nets)} }} accept")
-        new = f"{SYN} ct state new"
-        if any(d.port == port for d in self.simple):
-            rules += self._each(f"{new} {{a}} saddr . tcp dport @open{{f}} counter name in_{port} accept")
-        if any(d.port == port for d in self.advanced):
-            rules += self._each(f"{new} {{a}} saddr . tcp dport @grant{{f}} counter name in_{port} accept")
-        return self._add(f"port_{port}", *rules, f"counter name drop_{port} drop")
+                rules.append(f"{ADDR[family][0]} saddr {anon(nets)} accept")
+        let_in = "counter name tcp dport map " + anon(f'{p} : "in_{p}"' for p in ports)
+        for kind, doors in (("open", self.simple), ("grant", self.advanced)):
+            if doors:
+                rules += self._each(f"{SYN} ct state new $a saddr . tcp dport @{kind}$f {let_in} accept")
+        dropped = "counter name tcp dport map " + anon(f'{p} : "drop_{p}"' for p in ports)
+        self._add("protected", *rules, f"{dropped} drop")
 
-    def _udp_leaves(self) -> dict[int, str]:
+    def _knock_udp(self) -> None:
         log = f"log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN}"
         self._add("knock_udp", f"udp length {KNOCK_UDP_LENGTH} {log} drop", f"{MISFIT_RATE} {log} drop", "drop")
-        return {d.knock_port: "knock_udp" for d in self.advanced}
 
 
 def door_counters(config: Config) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ def test_changed_configuration_flushes_the_table_and_keeps_the_sets():
     lines = nft.scripts[0].splitlines()
     assert "flush table inet awp" in lines
     assert not [line for line in lines if line.startswith(("delete set", "delete map", "delete table", "flush set"))]
-    assert {"delete chain inet awp knock_4410", "delete chain inet awp progress_4410"} <= set(lines)
+    assert not [line for line in lines if line.startswith("delete chain")]  # the chains are a fixed set
     assert not any(line.startswith("add element") for line in lines)
     assert not any(argv[3] in ("set", "map") for argv, _ in nft.calls if argv[:3] == ["nft", "-j", "list"])
 
@@ -178,14 +178,19 @@ def test_rollback_when_the_new_table_is_already_gone_loads_nothing():
     assert nft.scripts == [plan.text]
 
 
+SIMPLE_ONLY = dataclasses.replace(CONFIG, advanced=())
+
+
 def test_rollback_of_a_reapply_loads_the_previous_table_back():
-    nft = FakeNft(compile_nft(CONFIG), listing=sample("advanced-table.nft"))
+    """Applying the advanced door adds a chain; the rollback deletes it and loads the listing
+    taken before (its sets are not in it: they and their elements stay)."""
+    nft = FakeNft(compile_nft(SIMPLE_ONLY), listing=sample("advanced-table.nft"))
     backend = NftablesBackend(nft)
-    plan = backend.plan(MORE_DOORS)
+    plan = backend.plan(CONFIG)
     backend.apply(plan)
-    nft.table = compile_nft(MORE_DOORS)
+    nft.table = compile_nft(CONFIG)
     backend.rollback(plan)
-    new = sorted({c.name for c in compile_nft(MORE_DOORS).chains} - {c.name for c in compile_nft(CONFIG).chains})
+    new = sorted({c.name for c in compile_nft(CONFIG).chains} - {c.name for c in compile_nft(SIMPLE_ONLY).chains})
     assert new and nft.scripts[-1] == ("add table inet awp\nflush table inet awp\n"
                                        + "".join(f"delete chain inet awp {name}\n" for name in new)
                                        + sample("advanced-table.nft"))
