@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from awp.backend import Inspection, SourceState
+from awp.compile.nftables import pos_set
 from awp.model import Config
 
 
 def inspect(backend, config: Config) -> Inspection:
     sizes = {d.port: len(d.knocks) for d in config.active_simple}
     sources: list[SourceState] = []
+    longest = max(sizes.values(), default=1)
     for family in (4, 6):
+        position = {}
+        for k in range(1, longest):
+            position.update({e["key"]: (k, e["expires"]) for e in backend.elements(pos_set(k, family))})
         for e in backend.elements(f"progress{family}"):
-            port, done = e["value"] >> 16, e["value"] & 0xFFFF
-            if port in sizes:
-                sources.append(SourceState(port, str(e["key"]), f"knocking {done}/{sizes[port]}", e["expires"]))
+            port = e["value"] >> 16
+            if port in sizes and e["key"] in position:
+                done, left = position[e["key"]]
+                sources.append(SourceState(port, str(e["key"]), f"knocking {done}/{sizes[port]}", left))
         for kind, label in (("open", "open"), ("grant", "granted")):
             for e in backend.elements(f"{kind}{family}"):
                 addr, port = e["key"]

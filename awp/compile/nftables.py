@@ -7,13 +7,15 @@ docs/design.md.
 
 Per-source state (family f = 4 or 6, each a set or map of that family's addresses):
 
-    progress<f>  map addr : mark   mid-sequence: door port << 16 | knocks done (step timeout)
+    progress<f>  map addr : mark   mid-sequence on the door with this id (port << 16)
+    pos<k>_<f>   addr              has done k knocks of that door (k < its length)
     scan<f>      addr . mark       hit a door's second knock out of turn: (src, door id)
     open<f>      addr . port       completed a simple door (open window)
     grant<f>     addr . port       advanced-mode grant, written by the listener (autoclose)
 
-nft cannot compare a map lookup's result with anything, so the knock-port chains copy the
-source's progress (or the door's id) into the packet mark and match on that. Only packets to
+Every entry has the step timeout, the open window or autoclose as its own timeout. nft cannot
+compare a map lookup's result with anything, so the knock-port chains copy the door's id
+into the packet mark and match on that. Only packets to
 knock ports reach those chains, and awp drops every one of them, so no mark awp wrote
 leaves its table.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from awp.lists import MAX_KNOCKS
 from awp.model import AdvancedDoor, Config, SimpleDoor
 
 TABLE = "awp"
@@ -31,7 +34,6 @@ PRIORITY = "filter - 10"  # before iptables-nft's filter INPUT: knocks are consu
 DIGEST_TAG = "awp:digest="
 SYN = "tcp flags & (fin | syn | rst | ack) == syn"
 ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
-STATE_SETS = ("progress", "scan", "open", "grant")
 REFUSED = ("refused_progress", "refused_open")  # named counters: a full set refused an entry
 KNOCK_UDP_LENGTH = "72-73"  # UDP header + 64 hex bytes + an optional 65th byte
 NFLOG_SNAPLEN = 256
@@ -75,19 +77,25 @@ class NftRuleset:
         return not self.chains
 
 
-def state_sets(size: int) -> tuple[NftSet, ...]:
-    """The eight state sets, defined whatever the modes (so a mode toggle keeps the others')."""
+def state_sets(size: int, positions: int) -> tuple[NftSet, ...]:
+    """The state sets, defined whatever the modes (so a mode toggle keeps the others')."""
     found = []
     for family, (_, addr) in ADDR.items():
         found.append(NftSet(f"progress{family}", addr, size, "mark"))
+        found += [NftSet(pos_set(k, family), addr, size) for k in range(1, positions + 1)]
         found.append(NftSet(f"scan{family}", f"{addr} . mark", size))  # (source, door id)
-        found += [NftSet(f"{kind}{family}", f"{addr} . inet_service", size) for kind in STATE_SETS[2:]]
+        found += [NftSet(f"{kind}{family}", f"{addr} . inet_service", size) for kind in ("open", "grant")]
     return tuple(found)
 
 
-def progress_mark(port: int, done: int) -> str:
-    """The progress value of a source that has done `done` knocks of the door of `port`."""
-    return f"0x{port << 16 | done:08x}"
+def pos_set(k: int, family: int) -> str:
+    """Sources that have done k knocks of the door progress<f> names."""
+    return f"pos{k}_{family}"
+
+
+def door_id(port: int) -> str:
+    """A door's id in progress<f>, scan<f> and the packet mark: its protected port << 16."""
+    return f"0x{port << 16:08x}"
 
 
 def compile_nft(config: Config) -> NftRuleset:
@@ -96,10 +104,10 @@ def compile_nft(config: Config) -> NftRuleset:
     if not simple and not advanced:
         return NftRuleset()
     chains = _Builder(config, simple, advanced).chains()
-    flush = tuple(f"{kind}{f}" for f in ADDR for kind in STATE_SETS
-                  if (kind == "grant" and not advanced) or (kind != "grant" and not simple))
+    sets = state_sets(config.settings.set_size, MAX_KNOCKS - 1)  # all: a door change keeps them
+    flush = tuple(s.name for s in sets if (not advanced if s.name.startswith("grant") else not simple))
     counters = (*REFUSED, *door_counters(config))
-    return _with_digest(NftRuleset(state_sets(config.settings.set_size), counters, chains, None, flush))
+    return _with_digest(NftRuleset(sets, counters, chains, None, flush))
 
 
 def _with_digest(ruleset: NftRuleset) -> NftRuleset:
@@ -164,33 +172,49 @@ class _Builder:
     # --- simple mode --------------------------------------------------------------------
 
     def _simple_chains(self) -> None:
-        self._add("forget", *self._each("delete @progress$f { $a saddr : 0x0 }"))
+        longest = max(len(d.knocks) for d in self.simple)
+        forget = self._each("delete @progress$f { $a saddr : 0x0 }")
+        # positions beyond the longest door are read by no rule, and expire within a step
+        forget += [r for k in range(1, longest) for r in self._each(f"delete @{pos_set(k, '$f')} {{ $a saddr }}")]
+        self._add("forget", *forget)
         self._add("knock", *self._each(f"{SYN} $a saddr @progress$f goto mid"), "goto idle")
         self._mid()
         self._idle()
-        step = self.s.step_timeout
-        for chain in ("start", "advance"):
-            forget = "delete @progress$f { $a saddr : 0x0 } " if chain == "advance" else ""
-            self._add(chain, *self._each(forget + f"add @progress$f {{ $a saddr timeout {step}s : meta mark }} drop"),
-                      "counter name refused_progress drop")
+        self._start()
+        for m in range(1, longest):
+            self._at(m)
+        for m in sorted({len(d.knocks) for d in self.simple} - {1}):
+            self._add(f"last_{m}", *self._each(f"$a saddr @{pos_set(m - 1, '$f')} goto complete"),
+                      "jump forget", "goto idle")
         self._complete()
 
     def _mid(self) -> None:
-        """A SYN to a knock port from a source mid-sequence: retransmit, advance, complete, or
-        forget and go on as a source that is not mid-sequence (the knock may start a door)."""
+        """A SYN to a knock port from a source mid-sequence: `meta mark` := its door; the
+        knock's position in that door decides (at_<m>, last_<n>); any other knock forgets
+        the source, which goes on as one that is not mid-sequence (it may start a door)."""
+        where = {f"{door_id(d.port)} . {k}": f"at_{m}" for d in self.simple for m, k in enumerate(d.knocks[:-1], 1)}
+        where.update({f"{door_id(d.port)} . {d.knocks[-1]}": f"last_{len(d.knocks)}"
+                      for d in self.simple if len(d.knocks) > 1})
         rules = self._each("meta mark set $a saddr map @progress$f")
-        again = [f"{progress_mark(d.port, m)} . {k}" for d in self.simple for m, k in enumerate(d.knocks[:-1], 1)]
-        if again:
-            rules.append(f"meta mark . tcp dport {anon(again)} drop")
-        done = [f"{progress_mark(d.port, len(d.knocks) - 1)} . {d.knocks[-1]}" for d in self.simple
-                if len(d.knocks) > 1]
-        if done:
-            rules.append(f"meta mark . tcp dport {anon(done)} goto complete")
-        steps = [f"{progress_mark(d.port, m - 1)} . {d.knocks[m - 1]} : {progress_mark(d.port, m)}"
-                 for d in self.simple for m in range(2, len(d.knocks))]
-        if steps:
-            rules.append(f"meta mark set meta mark . tcp dport map {anon(steps)} goto advance")
+        if where:
+            rules.append(f"meta mark . tcp dport {vmap(where)}")
         self._add("mid", *rules, "jump forget", "goto idle")
+
+    def _at(self, m: int) -> None:
+        """Knock m of the source's door, not its last: a retransmit of it changes nothing; after
+        knock m - 1 it moves the source on. The move adds to pos<m> before it deletes from
+        pos<m-1>, and never re-adds to progress<f> (a deleted entry's slot is freed only at
+        the kernel's next garbage collection): a flood of first knocks that fills progress<f>
+        and pos1 cannot stop a source that is further on."""
+        step = self.s.step_timeout
+        rules = self._each(f"$a saddr @{pos_set(m, '$f')} drop")
+        if m >= 2:
+            rules += self._each(f"$a saddr @{pos_set(m - 1, '$f')} goto advance_{m}")
+            self._add(f"advance_{m}", *self._each(
+                f"add @{pos_set(m, '$f')} {{ $a saddr timeout {step}s }} delete @{pos_set(m - 1, '$f')} {{ $a saddr }} "
+                f"update @progress$f {{ $a saddr timeout {step}s : meta mark }} drop"),
+                "counter name refused_progress drop")
+        self._add(f"at_{m}", *rules, "jump forget", "goto idle")
 
     def _idle(self) -> None:
         """A knock port from a source not mid-sequence: the door's first knock starts it, its
@@ -199,29 +223,31 @@ class _Builder:
         step = self.s.step_timeout
         firsts = {d.knocks[0]: d for d in self.simple}
         seconds = {d.knocks[1]: d for d in self.simple if len(d.knocks) > 1}
-        door_id = {k: progress_mark(d.port, 0) for k, d in (*firsts.items(), *seconds.items())}
+        ids = {k: door_id(d.port) for k, d in (*firsts.items(), *seconds.items())}
         targets = {**{k: "first" for k in firsts}, **{k: "second" for k in seconds}}
         self._add("idle", f"{SYN.replace('==', '!=')} drop",
-                  f"meta mark set tcp dport map {anon(f'{k} : {v}' for k, v in sorted(door_id.items()))}",
+                  f"meta mark set tcp dport map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
                   f"tcp dport {vmap(targets)}", "drop")
         if seconds:
             self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), "drop")
         rules = self._each("$a saddr . meta mark @scan$f drop")
-        single = [f"{progress_mark(d.port, 0)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
+        single = [f"{door_id(d.port)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
         if single:
             rules.append(f"meta mark . tcp dport {anon(single)} goto complete")
-        starts = [f"{d.knocks[0]} : {progress_mark(d.port, 1)}" for d in self.simple if len(d.knocks) > 1]
-        if starts:
-            rules.append(f"meta mark set tcp dport map {anon(starts)} goto start")
-        self._add("first", *rules, "drop")
+        self._add("first", *rules, "goto start")
+
+    def _start(self) -> None:
+        step = self.s.step_timeout
+        self._add("start", *self._each(f"add @{pos_set(1, '$f')} {{ $a saddr timeout {step}s }} "
+                                       f"add @progress$f {{ $a saddr timeout {step}s : meta mark }} drop"),
+                  "counter name refused_progress drop")
 
     def _complete(self) -> None:
         """The last knock of a door: the source may connect for an open window. The knock's
         destination port is rewritten to the protected port (the packet is dropped anyway),
         so one rule keys the open set and the kernel's log line says DPT=<protected port>."""
-        ends = [f"{progress_mark(d.port, len(d.knocks) - 1)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
-        rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}"]
-        rules += self._each("delete @progress$f { $a saddr : 0x0 }")
+        ends = [f"{door_id(d.port)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
+        rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}", "jump forget"]
         rules += self._each(f"update @open$f {{ $a saddr . tcp dport timeout {self.s.open_window}s }} meta mark set 0x1")
         rules.append("meta mark != 0x1 counter name refused_open drop")
         if self.s.kernel_log:

@@ -66,7 +66,7 @@ def test_plan_on_the_real_listing_of_the_same_configuration_is_a_no_op():
 
 def test_parse_elements_of_a_real_map():
     assert parse_elements(real("map-progress4.json")) == [
-        {"key": "198.18.0.2", "value": 0x00160002, "expires": 12}]
+        {"key": "198.18.0.2", "value": 0x00160000, "expires": 12}]
 
 
 @pytest.mark.parametrize(("name", "key", "expires"), [
@@ -104,7 +104,8 @@ def test_counters_of_real_output():
 
 
 def test_inspect_reports_what_the_kernel_holds_with_its_time_left():
-    elements = {"progress4": [("198.18.0.2", 0x00160002, 15, 13)], "progress6": [("2001:2::5", 0x00500001, 15, 9)],
+    elements = {"progress4": [("198.18.0.2", 0x00160000, 15, 14)], "pos2_4": [("198.18.0.2", None, 15, 13)],
+                "progress6": [("2001:2::5", 0x00500000, 15, 9)], "pos1_6": [("2001:2::5", None, 15, 9)],
                 "open6": [(("2001:2::3", 22), None, 30, 21)], "grant4": [(("198.18.0.4", 2222), None, 900, 898)]}
     packets = {"in_22": 3, "drop_22": 40, "in_2222": 1, "drop_2222": 7, "refused_progress": 2}
     seen = NftablesBackend(FakeNft(compile_nft(CONFIG), elements=elements, packets=packets)).inspect(CONFIG)

@@ -9,7 +9,8 @@ ip netns add "$ns"
 trap 'ip netns del "$ns"' EXIT
 n() { ip netns exec "$ns" nft "$@"; }
 n -f tests/golden/advanced/expected.nft
-n add element inet awp progress4 '{ 198.18.0.2 timeout 15s : 0x00160002 }'
+n add element inet awp progress4 '{ 198.18.0.2 timeout 15s : 0x00160000 }'
+n add element inet awp pos2_4 '{ 198.18.0.2 timeout 15s }'
 n add element inet awp open4 '{ 198.18.0.3 . 22 timeout 30s }'
 n add element inet awp grant6 '{ 2001:2::7 . 2222 timeout 600s }'
 sleep 2
