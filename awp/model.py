@@ -65,6 +65,7 @@ class Settings:
     backend: str = "auto"
     nflog_group: int = 4747
     kernel_log: bool = True
+    pknock_compat: bool = False
 
 
 @dataclass(frozen=True)

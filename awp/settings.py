@@ -27,6 +27,7 @@ _KEYS = {
     "FW_PORTKNOCK_BACKEND": "backend",
     "FW_PORTKNOCK_NFLOG_GROUP": "nflog_group",
     "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
+    "FW_PORTKNOCK_PKNOCK_COMPAT": "pknock_compat",
 }
 
 

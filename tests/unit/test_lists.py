@@ -45,7 +45,7 @@ def refused(call, path, line, *words) -> ConfigError:
 # --- simple list: one bad line ----------------------------------------------------------
 
 SIMPLE_BAD = [
-    pytest.param("22 1,2,3", ["whitespace"], id="space-for-colon"),
+    pytest.param("22 1,2,3", ["door 1 on this line", 'exactly one ":"'], id="space-for-colon"),
     pytest.param("22:1,2:3", ['exactly one ":"'], id="two-colons"),
     pytest.param("22", ['exactly one ":"'], id="no-colon"),
     pytest.param(":1,2,3", ["protected port", "missing"], id="no-port"),
@@ -74,9 +74,20 @@ SIMPLE_BAD = [
     pytest.param("22:7001,7001,7003", ["knock 2", "(7001)", "twice in a row"], id="knock-twice-in-a-row"),
     pytest.param("22:7001,7002,7001", ["knock 3", "(7001)", "first as knock 1"], id="knock-twice-apart"),
     pytest.param("22:1,2,3 # ssh", ["comments must be on a line of their own"], id="trailing-comment"),
+    pytest.param("22:1,2,3 23:4,5,6 #ssh", ["comments must be on a line of their own"], id="comment-after-2"),
     pytest.param("22:1,2,3#ssh", ["knock 3", '"3#ssh"'], id="glued-comment"),
-    pytest.param("22:\t1,2,3", ["whitespace"], id="inner-tab"),
-    pytest.param("22:1, 2,3", ["whitespace"], id="inner-space"),
+    pytest.param("22:\t1,2,3", ["knock 1", "whitespace"], id="inner-tab"),
+    pytest.param("22:1, 2,3", ["knock 2", "whitespace"], id="inner-space"),
+    pytest.param("22:1 ,2,3", ["knock 1", "whitespace"], id="space-before-comma"),
+    pytest.param("22 :1,2,3", ["protected port", "whitespace"], id="space-before-colon"),
+    pytest.param("22:1,2,3 23: 4,5", ["door 2 on this line", "knock 1", "whitespace"], id="door-2-inner-space"),
+    pytest.param("22:7481,2203,9127 23:1,70000,3", ["door 2 on this line", "knock 2", '"70000"'],
+                 id="door-2-out-of-range"),
+    pytest.param("22:7481,2203,9127\t23:", ["door 2 on this line", "knock sequence", "empty"],
+                 id="door-2-no-knocks"),
+    pytest.param("22:7481,2203,9127 23:1,2,3 24:5,,6", ["door 3 on this line", "knock 2", "empty"],
+                 id="door-3-double-comma"),
+    pytest.param("22:7481,2203,9127 ,23:1,2,3", ["knock 3", "whitespace"], id="blank-then-comma"),
     pytest.param("22:1,2,3\u00a0", ["knock 3"], id="trailing-nbsp"),
 ]
 
@@ -96,6 +107,23 @@ def test_seventeen_knocks_refused_sixteen_accepted(tmp_path):
     path = write(tmp_path, f"{GOOD}22:{','.join(knocks[:16])}\n")
     door = lists.load_simple(path)[1]
     assert door.knocks == tuple(int(k) for k in knocks[:16])
+
+
+def test_doors_separated_by_blanks_on_one_line(tmp_path):
+    """The AEO documentation's example, as printed: two doors on one line."""
+    doors = lists.load_simple(write(tmp_path, "# AEO\n22:1,2,3,4,5 23:7,8,9,10,11\n"))
+    assert door_lines(doors) == [(22, (1, 2, 3, 4, 5), 2), (23, (7, 8, 9, 10, 11), 2)]
+
+
+def test_any_run_of_blanks_separates_doors(tmp_path):
+    doors = lists.load_simple(write(tmp_path, "  22:7481,2203 \t 443:5821,3307\t8443:1201,1999  \n"))
+    assert door_lines(doors) == [(22, (7481, 2203), 1), (443, (5821, 3307), 1), (8443, (1201, 1999), 1)]
+
+
+def test_duplicate_port_on_one_line_names_both_doors(tmp_path):
+    path = write(tmp_path, f"{GOOD}22:7001,7002,7003 22:9001,9002,9003\n")
+    exc = refused(lambda: lists.load_simple(path), path, 2, "door 2 on this line", "protected port 22")
+    assert "on this line (door 1)" in exc.message
 
 
 def test_duplicate_protected_port_names_second_line_and_mentions_first(tmp_path):
@@ -219,9 +247,18 @@ ADVANCED_BAD = [
     pytest.param(f"22,2000,{S1} ,{S2}", ["open secret (field 3)", "whitespace"], id="open-trailing-space"),
     pytest.param(f"22,2000,{S1},\t{S2}", ["close secret (field 4)", "whitespace"], id="close-leading-tab"),
     pytest.param(f"22,2000,{S1},{S2} ", ["close secret (field 4)", "whitespace"], id="close-trailing-space"),
-    pytest.param(f"22,2000,SeCrEt7,{S2}", ["open secret (field 3)", "shorter than 8 bytes"], id="7-bytes"),
-    pytest.param(f"22,2000,{S1},\u00e9\u00e9\u00e9a", ["close secret (field 4)", "shorter than 8"],
-                 id="7-bytes-utf8"),
+    pytest.param(f"22,2000,{S1},SeCrEt\u00a0", ["close secret (field 4)", "whitespace"], id="close-trailing-nbsp"),
+    pytest.param(f"22,2000,SeCrEt inner,{S2}", ["door 1 on this line", "found 3", "blank"], id="blank-in-secret"),
+    pytest.param(f"22,2000,{S1},{S2} 23,2001,SeCrEtVaLuE3", ["door 2 on this line", "found 3"], id="door-2-3-fields"),
+    pytest.param(f"22,2000,{S1},{S2}\t23,2001, SeCrEtVaLuE3,SeCrEtVaLuE4",
+                 ["door 2 on this line", "open secret (field 3)", "whitespace"], id="door-2-leading-space"),
+    pytest.param(f"22,2000,{S1},{S2} 23,2001,SeCrEtVaLuE3,SeCrEtVaLuE4 ",
+                 ["door 2 on this line", "close secret (field 4)", "whitespace"], id="door-2-trailing-space"),
+    pytest.param(f"22,2000,{S1},{S2} 23,2001,SeCrEtVaLuE3,SeCrEtVaLuE3", ["door 2 on this line", "the same"],
+                 id="door-2-open-is-close"),
+    pytest.param(f"22,2000,{S1},{S2} # SeCrEt comment", ["comments must be on a line of their own"],
+                 id="trailing-comment"),
+    pytest.param(f"22 ,2000,{S1},{S2}", ["protected port (field 1)", "whitespace"], id="port-trailing-space"),
     pytest.param(f"22,2000,{S1 + 'x' * 117},{S2}", ["open secret (field 3)", "longer than 128 bytes"],
                  id="129-bytes"),
     pytest.param(f"22,2000,{S1},SeCrEt{chr(0xe9) * 61}x", ["close secret (field 4)", "longer than 128"],
@@ -263,13 +300,29 @@ def test_advanced_duplicate_protected_port():
     pytest.param("x" * 128, id="128-bytes"),
     pytest.param("\u00e9" * 64, id="128-bytes-utf8"),
     pytest.param("p\u00e4ssw\u00f6rd-\u79d8\u5bc6", id="non-ascii"),
-    pytest.param("inner space ok", id="inner-space"),
+    pytest.param("x", id="1-byte"),
+    pytest.param("hipjazz", id="7-bytes"),
+    pytest.param("inner\u00a0nbsp", id="inner-nbsp"),
 ])
 def test_advanced_secret_accepted_as_utf8_bytes_never_truncated(secret):
     (door,) = lists.parse_advanced(f"22,2000,{secret},{S2}\n", "adv")
     assert door.open_secret.value == secret.encode("utf-8")
     assert door.close_secret.value == S2.encode()
     assert (door.port, door.knock_port, door.origin.line) == (22, 2000, 1)
+
+
+def test_advanced_doors_separated_by_blanks_on_one_line():
+    """The AEO documentation's advanced example, both doors on one line."""
+    text = "  22,2000,hipjazz,superawesome \t23,2001,elite,october\n"
+    doors = lists.parse_advanced(text, "adv")
+    assert [(d.port, d.knock_port, d.open_secret.value, d.close_secret.value, d.origin.line) for d in doors] == [
+        (22, 2000, b"hipjazz", b"superawesome", 1), (23, 2001, b"elite", b"october", 1)]
+
+
+def test_advanced_duplicate_port_on_one_line_never_shows_a_secret():
+    text = f"22,2000,{S1},{S2} 22,2001,SeCrEtVaLuE3,SeCrEtVaLuE4\n"
+    exc = refused(lambda: lists.parse_advanced(text, "adv"), "adv", 1, "door 2 on this line", "(door 1)")
+    assert SECRET_MARK not in str(exc)
 
 
 def test_advanced_accepted_layouts():
@@ -321,6 +374,7 @@ def test_advanced_file_private_mode_accepted(tmp_path, root_owned, mode):
 def test_advanced_file_readable_by_others_refused(tmp_path, root_owned, mode):
     path = advanced_file(tmp_path, f"22,2000,{S1},{S2}\n", mode)
     exc = refused(lambda: lists.load_advanced(path), path, None, "advanced knock list", f"{mode:04o}")
+    assert exc.message.endswith(f"fix it with: chmod 600 {path}")
     assert SECRET_MARK not in str(exc)
 
 
@@ -342,7 +396,8 @@ def test_advanced_file_missing_or_not_regular(tmp_path, root_owned):
 def test_advanced_file_owned_by_non_root_refused(tmp_path):
     path = advanced_file(tmp_path, f"22,2000,{S1},{S2}\n")
     os.chown(path, 1, -1)
-    refused(lambda: lists.load_advanced(path), path, None, "owned by uid 1", "not root")
+    exc = refused(lambda: lists.load_advanced(path), path, None, "owned by uid 1", "not root")
+    assert exc.message.endswith(f"fix it with: chown root {path}")
 
 
 FILE_BAD = [
@@ -351,8 +406,8 @@ FILE_BAD = [
     pytest.param(f"22,2000,{S1},{S2}\x00\n".encode(), 1, ["U+0000"], id="nul-after-secret"),
     pytest.param(b"# x\n22,2000,SeCrEt\xffVaLuE1,SeCrEtVaLuE2\n", 2, ["invalid UTF-8"],
                  id="invalid-utf8-in-secret"),
-    pytest.param(f"# x\r\n22,2000,SeCrEt7,{S2}\r\n".encode(), 2, ["open secret (field 3)", "shorter"],
-                 id="crlf-short-secret"),
+    pytest.param(f"# x\r\n22,2000,SeCrEt7 ,{S2}\r\n".encode(), 2, ["open secret (field 3)", "whitespace"],
+                 id="crlf-secret-then-space"),
 ]
 
 
