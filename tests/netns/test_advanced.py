@@ -230,7 +230,7 @@ def bad_packets(c1, c2, valid: str) -> list[tuple[str, bytes, str]]:
         ("64 bytes, wrong secret", wrong.encode(), "bad-mac"),
         ("65 bytes, wrong secret + newline", wrong.encode() + b"\n", "bad-mac"),
         ("65 bytes, newline first", b"\n" + valid.encode(), "malformed"),
-        ("65 bytes, valid + 'x'", valid.encode() + b"x", "malformed"),
+        ("65 bytes, wrong secret + 'x'", wrong.encode() + b"x", "bad-mac"),  # any 65th byte, as xt_pknock
         ("66 bytes", valid.encode() + b"\n\n", "malformed"),
         ("upper-case hex", valid.upper().encode() + b"\n", "malformed"),
         ("non-hex", b"g" * 64 + b"\n", "malformed"),
@@ -338,7 +338,8 @@ BAD_LISTS = {  # name: (advanced list, simple list or None, mode, line named or 
     "open == close": (HEAD + "2222,2000,samesecret1,samesecret1\n", None, 0o600, 2),
     "open secret + space": (HEAD + "2222,2000,opensecret1 ,closesecret1\n", None, 0o600, 2),
     "close secret + space": (HEAD + "2222,2000,opensecret1,closesecret1 \n", None, 0o600, 2),
-    "7-byte secret": (HEAD + "2222,2000,short77,closesecret1\n", None, 0o600, 2),
+    "blank in a secret": (HEAD + "2222,2000,xyzzy plugh1,closesecret1\n", None, 0o600, 2),
+    "door 2 of a line": (HEAD + DOOR.strip() + " 2223,2001,opensecret2\n", None, 0o600, 2),
     "200-byte secret": (HEAD + f"2222,2000,{'S' * 200},closesecret1\n", None, 0o600, 2),
     "knock port == protected port": (HEAD + "2222,2222,opensecret1,closesecret1\n", None, 0o600, 2),
     "knock port of another door": (HEAD + DOOR + "2223,2000,opensecret2,closesecret2\n",
@@ -353,7 +354,8 @@ def secrets_in(advanced: str) -> set[str]:
     found = set()
     for line in advanced.splitlines():
         if not line.startswith("#"):
-            found |= {f.strip() for f in line.split(",")[2:] if f.strip()}
+            for door in line.split():
+                found |= {f for f in door.split(",")[2:] if f}
     return found
 
 
