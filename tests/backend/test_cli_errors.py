@@ -4,6 +4,7 @@ the kernel."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from pathlib import Path
@@ -176,3 +177,37 @@ def test_unknown_option_exits_2_through_argparse(root, capsys):
         awp(root, "--bogus")
     assert info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- global options go before or after the command --------------------------------------------
+
+COMMANDS = {"check": [], "status": [], "remove": [], "knockd": [], "knock": ["192.0.2.1", "2000", "-"]}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("where", ["before", "after", "both", "neither"])
+def test_global_options_before_or_after_every_command(command, where):
+    from awp.cli import build_parser
+
+    options = ["--root", "/tmp/awp-r", "-v", "-q"]
+    before = options if where in ("before", "both") else []
+    after = ["--root", "/tmp/awp-after", "-q"] if where == "both" else options if where == "after" else []
+    args = build_parser().parse_args([*before, command, *after, *COMMANDS[command]])
+    expected = {"before": ("/tmp/awp-r", 1, True), "after": ("/tmp/awp-r", 1, True),
+                "both": ("/tmp/awp-after", 1, True), "neither": (None, 0, False)}[where]
+    assert (args.root, args.verbose, args.quiet) == expected
+    assert args.command == command
+
+
+def test_root_after_the_command_is_used(root, capsys):
+    assert main(["check", "--root", str(root)]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+
+
+def test_every_argument_of_every_command_has_help():
+    from awp.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (command, action.dest)
