@@ -256,22 +256,25 @@ def _kernel_line(config, targets) -> str:
 
 
 def _doors_table(config, counters) -> Table:
+    """Numbers never wrap: a knock sequence breaks only after its commas, and only the text
+    columns (knock, where the door is defined) give up width when the terminal is narrow."""
     table = Table(title="awp doors" + ("" if config.settings.enabled else " (FW_PORTKNOCK is off)"))
     for column in ("port", "mode", "knock", "let in", "dropped", "defined at"):
-        table.add_column(column, overflow="fold")
-    rows = [(d.port, "simple", "tcp " + ",".join(map(str, d.knocks)), d.origin) for d in config.active_simple]
+        text = column in ("knock", "defined at")
+        table.add_column(column, no_wrap=not text, overflow="fold" if text else "ellipsis")
+    rows = [(d.port, "simple", "tcp " + ", ".join(map(str, d.knocks)), d.origin) for d in config.active_simple]
     rows += [(d.port, "advanced", f"udp {d.knock_port} (one-time password)", d.origin)
              for d in config.active_advanced]
     for port, mode, knock, origin in sorted(rows, key=lambda r: r[0]):
         accepted, dropped = counters.get(port, ("-", "-"))
-        table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name}:{origin.line}")
+        table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name} line {origin.line}")
     return table
 
 
 def _sources_table(sources) -> Table:
     table = Table(title="sources (read from the kernel)")
     for column in ("port", "source", "state", "time left"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "state", overflow="fold" if column == "state" else "ellipsis")
     for s in sources:
         table.add_row(str(s.port), s.source, s.state, f"{s.seconds_left} s")
     if not sources:
