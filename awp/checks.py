@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from awp.errors import ConfigError, StrictRefused
-from awp.model import Config, Origin, SimpleDoor
+from awp.model import AdvancedDoor, Config, Origin, SimpleDoor
 
 log = logging.getLogger(__name__)
 
 MIN_KNOCKS = 3
+SECRET_WEAK_BYTES = 8  # shorter secrets draw a warning
+SECRET_ADVICE_BYTES = 16  # what the warning recommends, in random bytes
+PKNOCK_SECRET_MAX = 31  # iptables (libxt_pknock) cuts an xt_pknock secret to this many bytes
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class Finding:
 def check_config(config: Config, listening: frozenset[tuple[str, int]] = frozenset()) -> list[Finding]:
     """Raise ConfigError for conflicts; return warnings (refused instead when strict)."""
     _refuse_port_conflicts(config)
-    warnings = [*_settings_warnings(config), *_sequence_warnings(config), *_listening_warnings(config, listening), *_empty_warnings(config)]
+    warnings = [*_settings_warnings(config), *_sequence_warnings(config), *_secret_warnings(config),
+                *_listening_warnings(config, listening), *_empty_warnings(config)]
     if warnings and config.settings.strict:
         first = warnings[0]
         raise StrictRefused(f"{first.message} (FW_PORTKNOCK_STRICT is on)",
@@ -85,6 +89,38 @@ def _sequence_warnings(config: Config) -> list[Finding]:
                                               "ascending or descending order, so a port scan in "
                                               "order (nmap -r) could open this door"))
     return found
+
+
+def _secret_warnings(config: Config) -> list[Finding]:
+    """Short secrets, and (for xt_pknock clients) secrets longer than xt_pknock keeps. The
+    messages give lengths and field numbers, never a secret."""
+    found = []
+    for door in config.active_advanced:
+        for field, secret in _secrets(door):
+            size = len(secret.value)
+            if size < SECRET_WEAK_BYTES:
+                found.append(Finding(door.origin, f"door {door.port}: {_short_secret(field, size)}"))
+            if config.settings.pknock_compat and size > PKNOCK_SECRET_MAX:
+                found.append(Finding(door.origin, f"door {door.port}: {_long_for_pknock(field, size)}"))
+    return found
+
+
+def _short_secret(field: str, size: int) -> str:
+    return (f"{field} is only {size} byte{'' if size == 1 else 's'}: one captured knock is enough to "
+            "guess a short secret offline, and cheaply (a knock is HMAC-SHA256 over a message anyone "
+            f"can rebuild); use at least {SECRET_ADVICE_BYTES} random bytes, e.g. openssl rand -hex "
+            f"{SECRET_ADVICE_BYTES}")
+
+
+def _long_for_pknock(field: str, size: int) -> str:
+    return (f"{field} is {size} bytes, but iptables cuts xt_pknock secrets to {PKNOCK_SECRET_MAX}: an "
+            f"xt_pknock host given it uses only its first {PKNOCK_SECRET_MAX} bytes, so one client cannot "
+            "open both (FW_PORTKNOCK_PKNOCK_COMPAT is on); use at most "
+            f"{PKNOCK_SECRET_MAX} bytes, e.g. openssl rand -hex 15")
+
+
+def _secrets(door: AdvancedDoor):
+    return (("open secret (field 3)", door.open_secret), ("close secret (field 4)", door.close_secret))
 
 
 def is_scan_completable(door: SimpleDoor) -> bool:

@@ -25,27 +25,46 @@ def build_parser() -> argparse.ArgumentParser:
         prog="awp", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Port-knocking doors for Linux appliances. Apply with: awp -s -f",
         epilog=f"exit codes:\n{codes}\n\nSee awp(8) and awp-portknock-list(5).")
-    p.add_argument("--root", metavar="DIR", help="awp root directory (default: $AWP_ROOT or /var/awp)")
+    _global_options(p, root=None, verbose=0, quiet=False)
     p.add_argument("-s", "--set", action="store_true", help="with -f: validate and apply the firewall")
     p.add_argument("-f", "--firewall", action="store_true", help="with -s: validate and apply the firewall")
     p.add_argument("--dry-run", action="store_true", help="with -s -f: print what would be loaded, load nothing")
     p.add_argument("--force", action="store_true", help="with -s -f: apply even if it closes your SSH port")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no informational log lines (warnings and errors still show)")
     p.add_argument("-V", "--version", action="version", version=f"awp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("check", help="validate settings and lists, touch nothing (like sshd -t)")
-    status = sub.add_parser("status", help="doors, sources mid-sequence or open, time left")
-    status.add_argument("--json", action="store_true", help="print the status as JSON (schema in awp(8))")
-    sub.add_parser("remove", help="remove every rule and chain awp installed, stop the listener")
-    sub.add_parser("knockd", help="run the advanced-mode listener in the foreground")
-    sub.add_parser("supervise", help="run the listener under awp's supervisor (what awp -s -f starts)")
-    knock = sub.add_parser("knock", help="send an advanced-mode knock (like client/knock.sh)")
-    knock.add_argument("destination")
-    knock.add_argument("port")
-    knock.add_argument("secret", help='the secret, or "-" to read it from standard input')
-    knock.add_argument("-s", "--source", dest="source_address", help="address the server sees (behind NAT)")
+    commands = {"check": "validate settings and lists, touch nothing (like sshd -t)",
+                "status": "doors, sources mid-sequence or open, time left",
+                "remove": "remove every rule and chain awp installed, stop the listener",
+                "knockd": "run the advanced-mode listener in the foreground",
+                "supervise": "run the listener under awp's supervisor (what awp -s -f starts)",
+                "knock": "send an advanced-mode knock (like client/knock.sh)"}
+    for name, text in commands.items():
+        # after the command too; SUPPRESS: an option not given there keeps the value given before it
+        _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
+                                                                          argparse.SUPPRESS))
+    sub.choices["status"].add_argument("--json", action="store_true",
+                                       help="print the status as JSON (schema in awp(8))")
+    _knock_arguments(sub.choices["knock"])
     return p
+
+
+def _global_options(parser: argparse.ArgumentParser, root, verbose, quiet) -> None:
+    """--root, -v and -q, accepted before and after the command."""
+    parser.add_argument("--root", metavar="DIR", default=root,
+                        help="awp root directory (default: $AWP_ROOT or /var/awp)")
+    parser.add_argument("-v", "--verbose", action="count", default=verbose, help="more log output (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=quiet,
+                        help="no informational log lines (warnings and errors still show)")
+
+
+def _knock_arguments(knock: argparse.ArgumentParser) -> None:
+    knock.add_argument("destination", help="the server: an IPv4 or IPv6 address or a host name")
+    knock.add_argument("port", help="the door's UDP knock port (1-65535)")
+    knock.add_argument("secret", help='the open or close secret of the door, or "-" to read it from the first '
+                                      "line of standard input (keeps it out of ps and the shell history)")
+    knock.add_argument("-s", "--source", dest="source_address", metavar="ADDR",
+                       help="the address the server sees, when it is not this host's own (behind NAT: "
+                            "the public address); default: the source address the kernel picks")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,22 +221,25 @@ def _listener_line(st) -> str:
 
 
 def _doors_table(config, counters) -> Table:
+    """Numbers never wrap: a knock sequence breaks only after its commas, and only the text
+    columns (knock, where the door is defined) give up width when the terminal is narrow."""
     table = Table(title="awp doors" + ("" if config.settings.enabled else " (FW_PORTKNOCK is off)"))
     for column in ("port", "mode", "knock", "let in", "dropped", "defined at"):
-        table.add_column(column, overflow="fold")
-    rows = [(d.port, "simple", "tcp " + ",".join(map(str, d.knocks)), d.origin) for d in config.active_simple]
+        text = column in ("knock", "defined at")
+        table.add_column(column, no_wrap=not text, overflow="fold" if text else "ellipsis")
+    rows = [(d.port, "simple", "tcp " + ", ".join(map(str, d.knocks)), d.origin) for d in config.active_simple]
     rows += [(d.port, "advanced", f"udp {d.knock_port} (one-time password)", d.origin)
              for d in config.active_advanced]
     for port, mode, knock, origin in sorted(rows, key=lambda r: r[0]):
         accepted, dropped = counters.get(port, ("-", "-"))
-        table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name}:{origin.line}")
+        table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name} line {origin.line}")
     return table
 
 
 def _sources_table(sources) -> Table:
     table = Table(title="sources (read from the kernel)")
     for column in ("port", "source", "state", "time left"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "state", overflow="fold" if column == "state" else "ellipsis")
     for s in sources:
         table.add_row(str(s.port), s.source, s.state, f"{s.seconds_left} s")
     if not sources:

@@ -67,6 +67,7 @@ class Settings:
     backend_alias: str | None = None  # the deprecated value the settings file used, if any
     nflog_group: int = 4747
     kernel_log: bool = True
+    pknock_compat: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ Wire format of a knock (one UDP datagram):
 
 The source address is the one the server sees: 4 bytes in network order for IPv4,
 16 bytes for IPv6 (awp's extension; xt_pknock is IPv4 only). The minute is
-int(unix_time // 60). The 64 hex characters are followed by one byte, newline
-or NUL, 65 bytes in all, as xt_pknock expects; awp also accepts the bare
-64 bytes. Anything else is malformed.
+int(unix_time // 60). The 64 hex characters are followed by one byte, 65 bytes
+in all, as xt_pknock expects: clients send a newline or a NUL, and like xt_pknock
+awp accepts any byte there. awp also accepts the bare 64 bytes. Anything else is
+malformed.
 
 Everything here is pure; the replay cache is awp.knockd.replay.
 """
@@ -58,10 +59,10 @@ def build_payload(secret: bytes, addr: Address, minute: int, trailer: bytes = b"
 def parse_payload(data: bytes) -> str | None:
     """The hex MAC in a datagram, or None if it is malformed.
 
-    Accepted: 64 lowercase hex bytes followed by one newline or NUL byte (65 bytes,
-    xt_pknock's format), or the bare 64 hex bytes (an awp extension).
+    Accepted: 64 lowercase hex bytes followed by any one byte (65 bytes: xt_pknock reads
+    only the first 64, and its clients send a newline or a NUL), or the bare 64 hex bytes.
     """
-    if len(data) == MAC_LEN + 1 and data[-1:] in TRAILERS:
+    if len(data) == MAC_LEN + 1:
         data = data[:MAC_LEN]
     if len(data) != MAC_LEN or not _HEX64.fullmatch(data):
         return None

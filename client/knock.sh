@@ -7,7 +7,9 @@
 #           followed by one newline: 65 bytes, sent as one UDP datagram.
 #
 # Needs bash >= 4.2, openssl and od. The secret never reaches a command line: the HMAC
-# (RFC 2104) is computed here and openssl only hashes what is piped into it.
+# (RFC 2104) is computed here and openssl only hashes what is piped into it. Arguments are
+# <dst> <port> <secret>, as in the AEO documentation; xtables-addons' knock.sh takes
+# <src> <dst> <port> <secret>, here the source comes from the kernel (or -s).
 # See knock.sh(1).
 
 set -u
@@ -26,7 +28,8 @@ usage: $PROG [-4 | -6] [-s ADDR] [-t EPOCH] [-n] <dst> <knock port> <secret | ->
 Send one one-time password for awp's advanced mode (xt_pknock UDP mode).
 
   -s ADDR   source address the server sees (behind NAT: the public address);
-            default: the address the kernel uses towards <dst>
+            default: the address the kernel uses towards <dst> (from ip route get,
+            else python3, else /proc/net/udp)
   -4, -6    use IPv4 / IPv6 only (to resolve a host name)
   -t EPOCH  use this time (seconds since the epoch) instead of now
   -n        dry run: print the MAC on stdout, the source on stderr; send nothing
@@ -144,11 +147,25 @@ resolve_name() {
 	DST=$addr
 }
 
-# Sets SRC to the address the kernel would use towards DST.
+# Sets SRC to the address the kernel would use towards DST: asks `ip route get`, else
+# python3, else reads it back from a connected UDP socket in /proc/net/udp. A connected UDP
+# socket has its source chosen by the kernel's routing and sends nothing.
 route_src() {
+	local fam=$1 dst=$2
+	if command -v ip >/dev/null; then
+		ip_route_src "$fam" "$dst"
+	elif command -v python3 >/dev/null; then
+		python3_src "$fam" "$dst"
+	elif [[ -r /proc/net/udp ]]; then
+		proc_src "$fam" "$dst"
+	else
+		fail "cannot find the source address towards $dst (no ip, python3 or /proc); give it with -s"
+	fi
+}
+
+ip_route_src() {
 	local fam=$1 dst=$2 out i
 	local -a cmd words
-	command -v ip >/dev/null || fail "ip (iproute2) not found; give the source with -s"
 	cmd=(ip "-$fam" route get "${dst%%\%*}")
 	[[ $dst == *%* ]] && cmd+=(oif "${dst#*%}")
 	out=$("${cmd[@]}" 2>/dev/null) || fail "no route to $dst"
@@ -157,6 +174,66 @@ route_src() {
 		[[ ${words[i]} == src ]] && SRC=${words[i + 1]} && return 0
 	done
 	fail "no source address towards $dst; give it with -s"
+}
+
+python3_src() {
+	local fam=$1 dst=$2
+	# shellcheck disable=SC2016 # $-free Python, single-quoted on purpose
+	SRC=$(python3 -c '
+import socket, sys
+family = socket.AF_INET6 if sys.argv[1] == "6" else socket.AF_INET
+with socket.socket(family, socket.SOCK_DGRAM) as s:
+    s.connect((sys.argv[2], 9))
+    print(s.getsockname()[0].split("%")[0])
+' "$fam" "$dst" 2>/dev/null) || fail "no route to $dst"
+	[[ -n $SRC ]] || fail "no source address towards $dst; give it with -s"
+}
+
+# bash connects a socket it opens on /dev/udp; its local address is in /proc/net/udp{,6}, in
+# the host's byte order (each 32-bit word).
+proc_src() {
+	local fam=$1 dst=$2 fd inode table=/proc/net/udp hex=''
+	((fam == 6)) && table=/proc/net/udp6
+	{ exec {fd}>"/dev/udp/$dst/9"; } 2>/dev/null || fail "no route to $dst"
+	inode=$(readlink "/proc/$$/fd/$fd") || inode=
+	inode=${inode#socket:[} inode=${inode%]}
+	[[ $inode =~ ^[0-9]+$ ]] && hex=$(proc_local_hex "$table" "$inode")
+	exec {fd}>&-
+	[[ -n $hex ]] || fail "cannot read the source address towards $dst; give it with -s"
+	if ((fam == 4)); then
+		printf -v SRC '%d.%d.%d.%d' "0x${hex:0:2}" "0x${hex:2:2}" "0x${hex:4:2}" "0x${hex:6:2}"
+	else
+		SRC=$(hex_to_ipv6 "$hex")
+	fi
+}
+
+# $1 table, $2 socket inode -> stdout: the local address bytes in hex, network order.
+proc_local_hex() {
+	local -a cols
+	local word out='' i
+	while read -ra cols; do
+		[[ ${cols[9]:-} == "$2" ]] || continue
+		for ((i = 0; i < ${#cols[1]} - 5; i += 8)); do
+			word=${cols[1]:i:8}
+			host_is_little_endian && word=${word:6:2}${word:4:2}${word:2:2}${word:0:2}
+			out+=$word
+		done
+		printf '%s\n' "${out,,}"
+		return 0
+	done <"$1"
+	return 1
+}
+
+host_is_little_endian() {
+	[[ $(printf '\001\000' | od -An -tu2) == *' 1' ]]
+}
+
+hex_to_ipv6() {
+	local hex=$1 out='' i
+	for ((i = 0; i < 32; i += 4)); do
+		printf -v out '%s%x:' "$out" "0x${hex:i:4}"
+	done
+	printf '%s\n' "${out%:}"
 }
 
 # Sets ADDR_HEX to the bytes of SRC; SRC must be of family $1.

@@ -16,9 +16,11 @@ from awp.model import AdvancedDoor, Config, SimpleDoor
 PROG = "awp-prog"
 KNOCK_LOG_LIMIT = ("-m", "limit", "--limit", "10/min", "--limit-burst", "20")
 NFLOG_COPY = 256
-# IP length of a knock datagram: header + UDP header + 64 or 65 bytes of payload. Others
-# still reach the listener (it logs them as malformed), but at most MISFIT_RATE a second.
-KNOCK_IP_LENGTH = {4: "92:93", 6: "112:113"}
+# What `-m length` compares for a knock datagram, with 64 or 65 bytes of payload: IPv4, the
+# total length (20-byte header without options + 8 UDP + payload); IPv6, the payload length
+# plus the 40-byte header (no extension headers + 8 UDP + payload). Other datagrams still reach
+# the listener (it logs them as malformed), but at most MISFIT_RATE a second.
+KNOCK_IP_LENGTH = {4: "92:93", 6: "112:113"}  # 20 + 8 + 64..65, 40 + 8 + 64..65
 MISFIT_RATE = ("-m", "limit", "--limit", "20/sec", "--limit-burst", "40")
 
 
@@ -193,8 +195,11 @@ class _Builder:
         return (*rules, self._rule("-j", "DROP"))
 
     def _knock_udp_leaf(self) -> tuple[Rule, ...]:
+        """Each datagram is logged once: NFLOG does not end rule processing, so a knock-sized
+        one is dropped right after its NFLOG rule, before the misfits' rule can log it again."""
         nflog = ("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-size", str(NFLOG_COPY))
-        return (self._rule("-m", "length", "--length", KNOCK_IP_LENGTH[self.family], *nflog),
+        knock_sized = ("-m", "length", "--length", KNOCK_IP_LENGTH[self.family])
+        return (self._rule(*knock_sized, *nflog), self._rule(*knock_sized, "-j", "DROP"),
                 self._rule(*MISFIT_RATE, *nflog), self._rule("-j", "DROP"))
 
     @staticmethod

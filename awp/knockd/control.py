@@ -65,7 +65,7 @@ def take_pidfile(path, what: str) -> int:
 def ensure(root: Root) -> str:
     """Reload a running listener, or start one (under systemd or the supervisor)."""
     if _systemd_unit(root):
-        _systemctl("reload-or-restart")
+        _systemctl("reload-or-restart", "--no-block")
         return f"reloaded or restarted by systemd ({UNIT})"
     pid = running_pid(root)
     if pid:
@@ -135,7 +135,9 @@ def _systemd_unit(root: Root) -> bool:
     return subprocess.run(["systemctl", "is-enabled", "--quiet", UNIT], check=False).returncode == 0
 
 
-def _systemctl(verb: str) -> None:
-    result = subprocess.run(["systemctl", verb, UNIT], capture_output=True, text=True, check=False)
+def _systemctl(verb: str, *flags: str) -> None:
+    """--no-block where awp -s -f runs inside awp.service at boot: the listener's unit is
+    ordered after the network, which waits for awp.service, so waiting would deadlock."""
+    result = subprocess.run(["systemctl", *flags, verb, UNIT], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ListenerError(f"systemctl {verb} {UNIT} failed: {result.stderr.strip()}")

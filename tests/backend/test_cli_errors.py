@@ -4,6 +4,7 @@ the kernel."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from pathlib import Path
@@ -101,10 +102,13 @@ def test_missing_settings_file(root, capsys):
 
 
 ADVANCED_ERRORS = [
-    pytest.param("2222,2000,SeCrEt7,SeCrEtVaLuE2\n", 0o600, 1, ["open secret (field 3)"], id="short-secret"),
+    pytest.param("2222,2000,SeCrEt7 ,SeCrEtVaLuE2\n", 0o600, 1, ["open secret (field 3)"], id="blank-after-secret"),
+    pytest.param("2222,2000,SeCrEtVaLuE1,SeCrEtVaLuE2 2223,2001,SeCrEt\n", 0o600, 1,
+                 ["door 2 on this line", "found 3"], id="door-2-of-a-line"),
     pytest.param("# x\n2222,2000,SeCrEtVaLuE1,SeCrEtVaLuE1\n", 0o600, 2, ["the same"], id="open-is-close"),
     pytest.param("2222,2000,SeCrEtVaLuE1,SeCrEtVaLuE2 \n", 0o600, 1, ["close secret (field 4)"], id="space"),
-    pytest.param("2222,2000,SeCrEtVaLuE1,SeCrEtVaLuE2\n", 0o644, None, ["0644", "chmod 600"], id="mode-0644"),
+    pytest.param("2222,2000,SeCrEtVaLuE1,SeCrEtVaLuE2\n", 0o644, None, ["0644", "fix it with: chmod 600 /"],
+                 id="mode-0644"),
 ]
 
 
@@ -122,6 +126,33 @@ def test_advanced_list_error_never_shows_the_secret(root, capsys, content, mode,
     for word in words:
         assert word in error
     assert SECRET_MARK not in error
+
+
+@pytest.mark.parametrize(("strict", "code"), [("no", 0), ("yes", 3)])
+def test_short_secrets_of_the_aeo_example_warn_and_strict_refuses_them(root, capsys, strict, code):
+    if os.geteuid() != 0:
+        pytest.skip("the advanced list must be owned by root")
+    (root / "etc" / "config").write_text(f'FW_PORTKNOCK="yes"\nFW_PORTKNOCK_ADVANCED="yes"\n'
+                                         f'FW_PORTKNOCK_STRICT="{strict}"\n')
+    path = root / "etc" / "firewall" / "advanced-portknock-list"
+    path.write_text("22,2000,hipjazz,superawesome\n23,2001,elite,october\n")
+    path.chmod(0o600)
+    (root / "etc" / "firewall" / "simple-portknock-list").write_text("")
+    assert awp(root, "check") == code
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert not any(s in shown for s in ("hipjazz", "superawesome", "elite", "october"))
+    if code:
+        assert one_error_line_of(captured.err).startswith(f"awp: error: {path}:1: door 22: open secret (field 3)")
+    else:
+        assert captured.err.count("awp: warning:") == 4  # 3 short secrets, and the empty simple list
+        assert "2 advanced door(s)" in captured.out
+
+
+def one_error_line_of(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 # --- usage ----------------------------------------------------------------------------------------
@@ -146,3 +177,37 @@ def test_unknown_option_exits_2_through_argparse(root, capsys):
         awp(root, "--bogus")
     assert info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- global options go before or after the command --------------------------------------------
+
+COMMANDS = {"check": [], "status": [], "remove": [], "knockd": [], "knock": ["192.0.2.1", "2000", "-"]}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("where", ["before", "after", "both", "neither"])
+def test_global_options_before_or_after_every_command(command, where):
+    from awp.cli import build_parser
+
+    options = ["--root", "/tmp/awp-r", "-v", "-q"]
+    before = options if where in ("before", "both") else []
+    after = ["--root", "/tmp/awp-after", "-q"] if where == "both" else options if where == "after" else []
+    args = build_parser().parse_args([*before, command, *after, *COMMANDS[command]])
+    expected = {"before": ("/tmp/awp-r", 1, True), "after": ("/tmp/awp-r", 1, True),
+                "both": ("/tmp/awp-after", 1, True), "neither": (None, 0, False)}[where]
+    assert (args.root, args.verbose, args.quiet) == expected
+    assert args.command == command
+
+
+def test_root_after_the_command_is_used(root, capsys):
+    assert main(["check", "--root", str(root)]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+
+
+def test_every_argument_of_every_command_has_help():
+    from awp.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    for command, parser in subparsers.choices.items():
+        for action in parser._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (command, action.dest)

@@ -116,6 +116,50 @@ def test_no_rule_mentions_a_secret(load_case, family):
     assert "Secret" not in text
 
 
+# --- the advanced knock port: every datagram logged once ------------------------------------
+
+
+def knock_leaf(load_case, family: int) -> list[list[str]]:
+    """The rules of the knock port's leaf chain in the golden advanced case."""
+    return chains_of(render_restore(compile_family(load_case("advanced"), family), KernelState()))["AWP-U2000"]
+
+
+def udp_leaf_verdict(leaf: list[list[str]], ip_length: int) -> tuple[int, str]:
+    """(NFLOG rules a UDP datagram of this IP length hits, the verdict that ends it), taking
+    every rate limit as not yet reached."""
+    logged = 0
+    for args in leaf:
+        if "--length" in args:
+            lo, hi = map(int, args[args.index("--length") + 1].split(":"))
+            if not lo <= ip_length <= hi:
+                continue
+        target = args[args.index("-j") + 1]
+        if target == "NFLOG":
+            logged += 1
+        elif target in ("DROP", "ACCEPT"):
+            return logged, target
+    return logged, "falls through"
+
+
+@pytest.mark.parametrize(("family", "header"), [(4, 20), (6, 40)])
+@pytest.mark.parametrize("payload", [0, 1, 63, 64, 65, 66, 1000])
+def test_each_knock_port_datagram_is_logged_once_and_dropped(load_case, family, header, payload):
+    """NFLOG does not end rule processing: the knock-sized rule must be followed by a drop of
+    the same sizes, or the misfits' rule logs every knock a second time."""
+    assert udp_leaf_verdict(knock_leaf(load_case, family), header + 8 + payload) == (1, "DROP")
+
+
+@pytest.mark.parametrize(("family", "lengths"), [(4, "92:93"), (6, "112:113")])
+def test_knock_sized_means_64_or_65_bytes_of_udp_payload(load_case, family, lengths):
+    """IPv4 -m length is the total length (20-byte header, no options); IPv6 it is the payload
+    length plus the 40-byte header (no extension headers). UDP adds 8."""
+    leaf = knock_leaf(load_case, family)
+    sized = [args for args in leaf if "--length" in args]
+    assert [args[args.index("--length") + 1] for args in sized] == [lengths, lengths]
+    assert [args[-1] for args in sized] == ["256", "DROP"]  # NFLOG (--nflog-size 256), then DROP
+    assert leaf.index(sized[1]) == leaf.index(sized[0]) + 1
+
+
 # --- dispatch through the port tree ------------------------------------------------------------
 
 

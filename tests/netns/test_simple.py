@@ -296,6 +296,7 @@ CONFIG = "etc/config"
 BAD_INPUTS = {
     # name: (settings overrides, simple list or None, file named, line named)
     "two colons": ({}, f"# doors\n{DOOR}80:1,2:3\n", SIMPLE_LIST, 3),
+    "bad door 2 of a line": ({}, f"{DOOR.strip()} 80:3301,8808,\n", SIMPLE_LIST, 1),
     "port 70000": ({}, f"{DOOR}\n70000:3301,8808,1207\n", SIMPLE_LIST, 3),
     "knock 70000": ({}, "22:7481,70000,9127\n", SIMPLE_LIST, 1),
     "knock port of another door": ({}, f"{DOOR}80:3301,{C},1207\n", SIMPLE_LIST, 2),

@@ -124,6 +124,55 @@ def test_bound_udp_advanced_knock_port_warns():
     assert len(found) == 1 and found[0].startswith("advanced:1: ") and "2000" in found[0], found
 
 
+ADV = Settings(enabled=True, simple=False, advanced=True)
+AEO = "22,2000,hipjazz,superawesome\n23,2001,elite,october\n"  # the AEO documentation's example
+
+
+def advanced_warnings(advanced: str, settings: Settings = ADV) -> list[str]:
+    return [str(f) for f in check_config(config("", advanced, settings))]
+
+
+def test_short_secrets_warn_with_the_reason_and_the_advice_but_never_the_secret():
+    found = advanced_warnings(AEO)
+    assert [w.split(": ", 2)[:2] for w in found] == [["advanced:1", "door 22"], ["advanced:2", "door 23"],
+                                                      ["advanced:2", "door 23"]]
+    assert "open secret (field 3) is only 7 bytes" in found[0]
+    assert "open secret (field 3) is only 5 bytes" in found[1] and "close secret (field 4) is only 7" in found[2]
+    for w in found:
+        assert "offline" in w and "HMAC-SHA256" in w and "openssl rand -hex 16" in w
+        assert not any(s in w for s in ("hipjazz", "superawesome", "elite", "october"))
+
+
+@pytest.mark.parametrize(("secret", "warns"), [("x", True), ("1234567", True), ("12345678", False),
+                                               ("\u00e9\u00e9\u00e9a", True), ("\u00e9\u00e9\u00e9\u00e9", False)])
+def test_short_means_fewer_than_8_bytes_of_utf8(secret, warns):
+    found = advanced_warnings(f"2222,2000,{secret},close-secret-1\n")
+    assert bool(found) == warns, found
+    assert all("1 byte:" in w for w in found if secret == "x")
+
+
+def test_strict_refuses_a_short_secret_naming_the_line_only():
+    with pytest.raises(StrictRefused) as info:
+        check_config(config("", "# x\n" + AEO, Settings(enabled=True, simple=False, advanced=True, strict=True)))
+    exc = info.value
+    assert (exc.path, exc.line, exc.exit_code) == ("advanced", 2, 3)
+    assert "FW_PORTKNOCK_STRICT" in exc.message and "hipjazz" not in str(exc)
+
+
+LONG = "L" * 32  # one byte more than iptables keeps of an xt_pknock secret
+
+
+@pytest.mark.parametrize(("compat", "secret", "warns"), [(False, LONG, False), (True, LONG, True),
+                                                         (True, "L" * 31, False), (True, "\u00e9" * 16, True)])
+def test_secrets_longer_than_31_bytes_warn_only_for_xt_pknock_clients(compat, secret, warns):
+    settings = Settings(enabled=True, simple=False, advanced=True, pknock_compat=compat)
+    found = advanced_warnings(f"2222,2000,{secret},close-secret-1\n", settings)
+    assert bool(found) == warns, found
+    for w in found:
+        assert "open secret (field 3) is 32 bytes" in w and "31" in w and "FW_PORTKNOCK_PKNOCK_COMPAT" in w
+        assert secret not in w
+
+
 def test_strict_turns_the_first_warning_into_a_refusal():
     strict = Settings(enabled=True, strict=True)
     cfg = config("# x\n22:7481,2203,9127,4410\n443:1,2,3,4,5\n80:7,6\n", settings=strict)

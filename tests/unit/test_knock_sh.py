@@ -5,11 +5,13 @@ Dry runs (-n) with -s and -t need no network; the one real send goes to a loopba
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,60 @@ def test_default_source_ipv6_from_route(tmp_path):
     r = knock("-n", "-t", str(T), "2001:db8::1", "7000", "k", env=path_env(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == ref_mac("k", "2001:db8::99", T) + "\n"
+
+
+def only_tools(tmp_path: Path, *tools: str) -> dict:
+    """An environment whose PATH holds only these tools (python3: the interpreter running the tests)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in tools:
+        (bindir / tool).symlink_to(sys.executable if tool == "python3" else shutil.which(tool))
+    return {**os.environ, "PATH": str(bindir)}
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.connect(("::1", 9))
+        return True
+    except OSError:
+        return False
+
+
+# Towards 127.0.0.2 the kernel picks 127.0.0.1 (the loopback route's preferred source): the
+# answer comes from routing, not from the destination given.
+FALLBACKS = [pytest.param(("bash", "od", "openssl", "python3"), id="python3"),
+             pytest.param(("bash", "od", "openssl", "readlink"), id="proc-net-udp")]
+
+
+@pytest.mark.parametrize("tools", FALLBACKS)
+@pytest.mark.parametrize(("dst", "src"), [("127.0.0.2", "127.0.0.1"), ("::1", "::1")], ids=["v4", "v6"])
+def test_without_ip_the_kernel_still_names_the_source(tmp_path, tools, dst, src):
+    if ":" in dst and not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    r = knock("-n", "-t", str(T), dst, "7000", "k", env=only_tools(tmp_path, *tools))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == ref_mac("k", src, T) + "\n"
+    shown = r.stderr.decode().rsplit("source address ", 1)[1].strip()
+    assert ipaddress.ip_address(shown) == ipaddress.ip_address(src)
+
+
+def test_without_ip_a_real_send_uses_the_fallback(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        env = only_tools(tmp_path, "bash", "od", "openssl", "readlink")
+        r = knock("-t", str(T), "127.0.0.1", str(sock.getsockname()[1]), "-", stdin="loop-secret\n", env=env)
+        assert r.returncode == 0, r.stderr
+        assert sock.recvfrom(4096)[0] == ref_payload("loop-secret", "127.0.0.1", T)
+
+
+def test_python3_fallback_failing_is_no_route(tmp_path):
+    env = only_tools(tmp_path, "bash", "od", "openssl")
+    (tmp_path / "bin" / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "python3").chmod(0o755)
+    r = knock("-n", "192.0.2.1", "7000", "k", env=env)
+    assert r.returncode == 1 and b"no route" in r.stderr
 
 
 def test_no_route_is_a_failure(tmp_path):

@@ -114,6 +114,11 @@ def test_bare_64_bytes_are_accepted(listener):
     assert listener.handle(packet(knock(OPEN, trailer=b"")), NOW).action == "open"
 
 
+@pytest.mark.parametrize("trailer", [b"x", b"\xff", b" "])
+def test_any_65th_byte_is_accepted_as_xt_pknock_does(listener, trailer):
+    assert listener.handle(packet(knock(OPEN, trailer=trailer)), NOW).action == "open"
+
+
 def test_unknown_knock_port(listener, grants):
     assert listener.handle(packet(knock(OPEN), dport=2001), NOW).reason == "unknown-port"
     assert grants.calls == []

@@ -1,51 +1,30 @@
-"""awp.lists: every bad line of the two list files is refused with file, line and field.
+"""awp.lists, the simple list: every bad line is refused with file, line and field (the
+advanced list: test_lists_advanced.py).
 
 The simple list is read through load_simple() from a real file, so the file-level checks
-(size, encoding, control characters) are exercised too. The advanced list's content checks
-use parse_advanced(); its file checks (owner, mode, symlink) use load_advanced().
+(size, encoding, control characters) are exercised too.
 """
 
 from __future__ import annotations
 
 import os
 import tracemalloc
-import types
 
 import pytest
+from list_helpers import refused, write
 
 from awp import lists
 from awp.checks import check_config
-from awp.errors import ConfigError
-from awp.model import Config, Secret, Settings
+from awp.model import Config, Settings
 from awp.textfile import MAX_FILE_BYTES
 
 GOOD = "8080:31001,31337,30999\n"  # line 1 of most test files; the bad line is line 2
 
 
-def write(tmp_path, data: str | bytes, name: str = "simple-portknock-list"):
-    path = tmp_path / name
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return path
-
-
-def refused(call, path, line, *words) -> ConfigError:
-    """Assert `call` raises ConfigError for `path`:`line` whose message has every word."""
-    with pytest.raises(ConfigError) as info:
-        call()
-    exc = info.value
-    assert (exc.path, exc.line) == (str(path), line), str(exc)
-    for word in words:
-        assert word in exc.message, f"{word!r} not in {exc.message!r}"
-    where = f"{path}:{line}: " if line else f"{path}: "
-    assert str(exc) == where + exc.message  # what the CLI prints after "awp: error: "
-    assert exc.exit_code == 3
-    return exc
-
-
 # --- simple list: one bad line ----------------------------------------------------------
 
 SIMPLE_BAD = [
-    pytest.param("22 1,2,3", ["whitespace"], id="space-for-colon"),
+    pytest.param("22 1,2,3", ["door 1 on this line", 'exactly one ":"'], id="space-for-colon"),
     pytest.param("22:1,2:3", ['exactly one ":"'], id="two-colons"),
     pytest.param("22", ['exactly one ":"'], id="no-colon"),
     pytest.param(":1,2,3", ["protected port", "missing"], id="no-port"),
@@ -74,9 +53,20 @@ SIMPLE_BAD = [
     pytest.param("22:7001,7001,7003", ["knock 2", "(7001)", "twice in a row"], id="knock-twice-in-a-row"),
     pytest.param("22:7001,7002,7001", ["knock 3", "(7001)", "first as knock 1"], id="knock-twice-apart"),
     pytest.param("22:1,2,3 # ssh", ["comments must be on a line of their own"], id="trailing-comment"),
+    pytest.param("22:1,2,3 23:4,5,6 #ssh", ["comments must be on a line of their own"], id="comment-after-2"),
     pytest.param("22:1,2,3#ssh", ["knock 3", '"3#ssh"'], id="glued-comment"),
-    pytest.param("22:\t1,2,3", ["whitespace"], id="inner-tab"),
-    pytest.param("22:1, 2,3", ["whitespace"], id="inner-space"),
+    pytest.param("22:\t1,2,3", ["knock 1", "whitespace"], id="inner-tab"),
+    pytest.param("22:1, 2,3", ["knock 2", "whitespace"], id="inner-space"),
+    pytest.param("22:1 ,2,3", ["knock 1", "whitespace"], id="space-before-comma"),
+    pytest.param("22 :1,2,3", ["protected port", "whitespace"], id="space-before-colon"),
+    pytest.param("22:1,2,3 23: 4,5", ["door 2 on this line", "knock 1", "whitespace"], id="door-2-inner-space"),
+    pytest.param("22:7481,2203,9127 23:1,70000,3", ["door 2 on this line", "knock 2", '"70000"'],
+                 id="door-2-out-of-range"),
+    pytest.param("22:7481,2203,9127\t23:", ["door 2 on this line", "knock sequence", "empty"],
+                 id="door-2-no-knocks"),
+    pytest.param("22:7481,2203,9127 23:1,2,3 24:5,,6", ["door 3 on this line", "knock 2", "empty"],
+                 id="door-3-double-comma"),
+    pytest.param("22:7481,2203,9127 ,23:1,2,3", ["knock 3", "whitespace"], id="blank-then-comma"),
     pytest.param("22:1,2,3\u00a0", ["knock 3"], id="trailing-nbsp"),
 ]
 
@@ -96,6 +86,23 @@ def test_seventeen_knocks_refused_sixteen_accepted(tmp_path):
     path = write(tmp_path, f"{GOOD}22:{','.join(knocks[:16])}\n")
     door = lists.load_simple(path)[1]
     assert door.knocks == tuple(int(k) for k in knocks[:16])
+
+
+def test_doors_separated_by_blanks_on_one_line(tmp_path):
+    """The AEO documentation's example, as printed: two doors on one line."""
+    doors = lists.load_simple(write(tmp_path, "# AEO\n22:1,2,3,4,5 23:7,8,9,10,11\n"))
+    assert door_lines(doors) == [(22, (1, 2, 3, 4, 5), 2), (23, (7, 8, 9, 10, 11), 2)]
+
+
+def test_any_run_of_blanks_separates_doors(tmp_path):
+    doors = lists.load_simple(write(tmp_path, "  22:7481,2203 \t 443:5821,3307\t8443:1201,1999  \n"))
+    assert door_lines(doors) == [(22, (7481, 2203), 1), (443, (5821, 3307), 1), (8443, (1201, 1999), 1)]
+
+
+def test_duplicate_port_on_one_line_names_both_doors(tmp_path):
+    path = write(tmp_path, f"{GOOD}22:7001,7002,7003 22:9001,9002,9003\n")
+    exc = refused(lambda: lists.load_simple(path), path, 2, "door 2 on this line", "protected port 22")
+    assert "on this line (door 1)" in exc.message
 
 
 def test_duplicate_protected_port_names_second_line_and_mentions_first(tmp_path):
@@ -202,168 +209,3 @@ def test_door_records_its_origin(tmp_path):
     path = write(tmp_path, f"# x\n{GOOD}")
     (door,) = lists.load_simple(path)
     assert str(door.origin) == f"{path}:2"
-
-
-# --- advanced list: content ---------------------------------------------------------------
-
-S1, S2 = "SeCrEtVaLuE1", "SeCrEtVaLuE2"  # every secret in these tests contains "SeCrEt"
-SECRET_MARK = "SeCrEt"
-
-ADVANCED_BAD = [
-    pytest.param(f"22,2000,{S1}", ["4 comma-separated fields", "found 3"], id="3-fields"),
-    pytest.param(f"22,2000,{S1},{S2},SeCrEtVaLuE3", ["found 5"], id="5-fields"),
-    pytest.param(f"22,2000,,{S2}", ["open secret (field 3)", "empty"], id="empty-open"),
-    pytest.param(f"22,2000,{S1},", ["close secret (field 4)", "empty"], id="empty-close"),
-    pytest.param(f"22,2000,{S1},{S1}", ["open secret and close secret are the same"], id="open-is-close"),
-    pytest.param(f"22,2000, {S1},{S2}", ["open secret (field 3)", "whitespace"], id="open-leading-space"),
-    pytest.param(f"22,2000,{S1} ,{S2}", ["open secret (field 3)", "whitespace"], id="open-trailing-space"),
-    pytest.param(f"22,2000,{S1},\t{S2}", ["close secret (field 4)", "whitespace"], id="close-leading-tab"),
-    pytest.param(f"22,2000,{S1},{S2} ", ["close secret (field 4)", "whitespace"], id="close-trailing-space"),
-    pytest.param(f"22,2000,SeCrEt7,{S2}", ["open secret (field 3)", "shorter than 8 bytes"], id="7-bytes"),
-    pytest.param(f"22,2000,{S1},\u00e9\u00e9\u00e9a", ["close secret (field 4)", "shorter than 8"],
-                 id="7-bytes-utf8"),
-    pytest.param(f"22,2000,{S1 + 'x' * 117},{S2}", ["open secret (field 3)", "longer than 128 bytes"],
-                 id="129-bytes"),
-    pytest.param(f"22,2000,{S1},SeCrEt{chr(0xe9) * 61}x", ["close secret (field 4)", "longer than 128"],
-                 id="129-bytes-utf8"),
-    pytest.param(f"22,22,{S1},{S2}", ["knock port (field 2)", "protected port itself"], id="knock-is-port"),
-    pytest.param(f"{S1},2000,SeCrEtVaLuE3,{S2}", ["protected port (field 1)"], id="secret-in-port-field"),
-    pytest.param(f"22,{S1},SeCrEtVaLuE3,{S2}", ["knock port (field 2)"], id="secret-in-knock-field"),
-    pytest.param(f"22,70000,{S1},{S2}", ["knock port (field 2)", "out of range"], id="knock-70000"),
-    pytest.param(f"022,2000,{S1},{S2}", ["protected port (field 1)", "leading zero"], id="leading-zero"),
-    pytest.param(f",2000,{S1},{S2}", ["protected port (field 1)", "missing"], id="no-port"),
-    pytest.param(f"22:2000,{S1},{S2}", ["found 3"], id="simple-syntax"),
-]
-
-
-def assert_no_secret(exc: ConfigError, line: str) -> None:
-    """Neither the marker nor any field that could be a secret appears in the message."""
-    shown = str(exc)
-    assert SECRET_MARK not in shown
-    for field in line.split(",")[2:]:
-        if field.strip():
-            assert field.strip() not in shown
-
-
-@pytest.mark.parametrize(("line", "words"), ADVANCED_BAD)
-def test_advanced_bad_line_named_and_secret_never_shown(line, words):
-    text = f"# doors\n8080,2001,SeCrEtVaLuE8,SeCrEtVaLuE9\n{line}\n"
-    exc = refused(lambda: lists.parse_advanced(text, "adv"), "adv", 3, *words)
-    assert_no_secret(exc, line)
-
-
-def test_advanced_duplicate_protected_port():
-    text = f"22,2000,{S1},{S2}\n# x\n22,2001,SeCrEtVaLuE3,SeCrEtVaLuE4\n"
-    exc = refused(lambda: lists.parse_advanced(text, "adv"), "adv", 3, "protected port 22", "line 1")
-    assert SECRET_MARK not in str(exc)
-
-
-@pytest.mark.parametrize("secret", [
-    pytest.param("SeCrEt78", id="8-bytes"),
-    pytest.param("x" * 128, id="128-bytes"),
-    pytest.param("\u00e9" * 64, id="128-bytes-utf8"),
-    pytest.param("p\u00e4ssw\u00f6rd-\u79d8\u5bc6", id="non-ascii"),
-    pytest.param("inner space ok", id="inner-space"),
-])
-def test_advanced_secret_accepted_as_utf8_bytes_never_truncated(secret):
-    (door,) = lists.parse_advanced(f"22,2000,{secret},{S2}\n", "adv")
-    assert door.open_secret.value == secret.encode("utf-8")
-    assert door.close_secret.value == S2.encode()
-    assert (door.port, door.knock_port, door.origin.line) == (22, 2000, 1)
-
-
-def test_advanced_accepted_layouts():
-    text = f"# c\n\n22,2000,{S1},{S2}\n\t# c\n443,2001,SeCrEtVaLuE3,SeCrEtVaLuE4"
-    doors = lists.parse_advanced(text, "adv")
-    assert [(d.port, d.knock_port, d.origin.line) for d in doors] == [(22, 2000, 3), (443, 2001, 5)]
-
-
-def test_secret_repr_and_str_hide_the_value():
-    (door,) = lists.parse_advanced(f"22,2000,{S1},{S2}\n", "adv")
-    for shown in (repr(door.open_secret), str(door.open_secret), repr(door), str(door)):
-        assert SECRET_MARK not in shown
-    assert repr(Secret(b"SeCrEtVaLuE1")) == "Secret(<hidden>)"
-
-
-# --- advanced list: the file ------------------------------------------------------------
-
-
-@pytest.fixture
-def root_owned(monkeypatch):
-    """Files made by the tests are root's when we are root; otherwise pretend they are, so the
-    mode and content checks run without root. (The owner check itself needs real root.)"""
-    if os.geteuid() == 0:
-        return
-
-    def lstat(path):
-        st = os.lstat(path)
-        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, 0, st.st_gid,
-                               st.st_size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
-
-    fake_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
-    fake_os.lstat = lstat
-    monkeypatch.setattr(lists, "os", fake_os)
-
-
-def advanced_file(tmp_path, text: str | bytes, mode: int = 0o600):
-    path = write(tmp_path, text, name="advanced-portknock-list")
-    path.chmod(mode)
-    return path
-
-
-@pytest.mark.parametrize("mode", [0o600, 0o400])
-def test_advanced_file_private_mode_accepted(tmp_path, root_owned, mode):
-    path = advanced_file(tmp_path, f"22,2000,{S1},{S2}\n", mode)
-    assert [d.port for d in lists.load_advanced(path)] == [22]
-
-
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o660])
-def test_advanced_file_readable_by_others_refused(tmp_path, root_owned, mode):
-    path = advanced_file(tmp_path, f"22,2000,{S1},{S2}\n", mode)
-    exc = refused(lambda: lists.load_advanced(path), path, None, "advanced knock list", f"{mode:04o}")
-    assert SECRET_MARK not in str(exc)
-
-
-def test_advanced_file_symlink_refused(tmp_path, root_owned):
-    target = advanced_file(tmp_path, f"22,2000,{S1},{S2}\n")
-    link = tmp_path / "link"
-    link.symlink_to(target)
-    refused(lambda: lists.load_advanced(link), link, None, "symbolic link")
-
-
-def test_advanced_file_missing_or_not_regular(tmp_path, root_owned):
-    path = tmp_path / "advanced-portknock-list"
-    refused(lambda: lists.load_advanced(path), path, None, "does not exist")
-    path.mkdir()
-    refused(lambda: lists.load_advanced(path), path, None, "not a regular file")
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-def test_advanced_file_owned_by_non_root_refused(tmp_path):
-    path = advanced_file(tmp_path, f"22,2000,{S1},{S2}\n")
-    os.chown(path, 1, -1)
-    refused(lambda: lists.load_advanced(path), path, None, "owned by uid 1", "not root")
-
-
-FILE_BAD = [
-    pytest.param(f"22,2000,{S1},{S2}\n22,2001,SeCrEt\x01VaLuE3,SeCrEtVaLuE4\n".encode(), 2, ["U+0001"],
-                 id="control-char-in-secret"),
-    pytest.param(f"22,2000,{S1},{S2}\x00\n".encode(), 1, ["U+0000"], id="nul-after-secret"),
-    pytest.param(b"# x\n22,2000,SeCrEt\xffVaLuE1,SeCrEtVaLuE2\n", 2, ["invalid UTF-8"],
-                 id="invalid-utf8-in-secret"),
-    pytest.param(f"# x\r\n22,2000,SeCrEt7,{S2}\r\n".encode(), 2, ["open secret (field 3)", "shorter"],
-                 id="crlf-short-secret"),
-]
-
-
-@pytest.mark.parametrize(("data", "line", "words"), FILE_BAD)
-def test_advanced_file_bad_content_never_shows_the_secret(tmp_path, root_owned, data, line, words):
-    path = advanced_file(tmp_path, data)
-    exc = refused(lambda: lists.load_advanced(path), path, line, *words)
-    assert SECRET_MARK not in str(exc)
-
-
-def test_advanced_file_crlf_and_bom_accepted(tmp_path, root_owned):
-    path = advanced_file(tmp_path, f"\ufeff# x\r\n22,2000,{S1},{S2}\r\n".encode())
-    (door,) = lists.load_advanced(path)
-    assert (door.port, door.origin.line, door.close_secret.value) == (22, 2, S2.encode())

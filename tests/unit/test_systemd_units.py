@@ -1,0 +1,43 @@
+"""The shipped systemd units: awp.service loads the rules at boot, before the network is up."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string((UNITS / name).read_text())
+    return parser
+
+
+def test_boot_unit_applies_once_before_the_network():
+    u = unit("awp.service")
+    assert u["Service"]["Type"] == "oneshot" and u["Service"]["RemainAfterExit"] == "yes"
+    assert u["Service"]["ExecStart"].split()[1:] == ["-s", "-f"]
+    assert "ExecStop" not in u["Service"], "stopping the unit must never open a door"
+    assert u["Unit"]["DefaultDependencies"] == "no"
+    assert "network-pre.target" in u["Unit"]["Before"].split()
+    assert "network-pre.target" in u["Unit"]["Wants"].split()
+    assert "local-fs.target" in u["Unit"]["After"].split()
+    assert u["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.mark.parametrize("name", ["awp.service", "awp-knockd.service"])
+def test_units_pass_systemd_analyze_verify(tmp_path, name):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (package systemd)")
+    text = (UNITS / name).read_text().replace("/usr/local/bin/awp", shutil.which("true"))
+    (tmp_path / name).write_text(text)
+    r = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / name)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stdout + r.stderr
