@@ -6,6 +6,7 @@ Errors (ConfigError) make a configuration unusable. Warnings are printed by `awp
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,17 @@ def _refuse_port_conflicts(config: Config) -> None:
 
 
 def _settings_warnings(config: Config) -> list[Finding]:
+    found = []
     old = config.settings.backend_alias
-    if old is None:
-        return []
-    return [Finding(None, f'FW_PORTKNOCK_BACKEND="{old}" is deprecated and will be refused in the next '
-                          f'release; write FW_PORTKNOCK_BACKEND="{config.settings.backend}"')]
+    if old is not None:
+        found.append(Finding(None, f'FW_PORTKNOCK_BACKEND="{old}" is deprecated and will be refused in the '
+                                   f'next release; write FW_PORTKNOCK_BACKEND="{config.settings.backend}"'))
+    for version, everyone in ((4, "0.0.0.0/0"), (6, "::/0")):
+        nets = [n for n in config.settings.allow if n.version == version]
+        if nets and list(ipaddress.collapse_addresses(nets)) == [ipaddress.ip_network(everyone)]:
+            found.append(Finding(None, f"FW_PORTKNOCK_ALLOW covers every IPv{version} address ({everyone}): "
+                                       f"every door is open to all of IPv{version}, knock or not"))
+    return found
 
 
 def _sequence_warnings(config: Config) -> list[Finding]:

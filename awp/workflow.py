@@ -158,6 +158,7 @@ def load(root: Root, runner=None):
         problem = path_problem(root.replay_cache)
         if problem:
             raise ConfigError(f"advanced mode's replay cache: {problem}")
+    _refuse_too_many_doors(config, runner)
     if os.geteuid() == 0 and config.settings.enabled:
         try:
             advice = select(config.settings.backend, runner).advice(config)
@@ -166,6 +167,20 @@ def load(root: Root, runner=None):
             advice = []
         findings = [*findings, *(Finding(None, text) for text in advice)]
     return config, findings
+
+
+def _refuse_too_many_doors(config: Config, runner) -> None:
+    """Refuse in `awp check` what `awp -s -f` could not load in reasonable time."""
+    doors = len(config.active_simple) + len(config.active_advanced)
+    if not doors:
+        return
+    try:
+        backend = select(config.settings.backend, runner)
+    except AwpError:
+        return  # the apply will say what is missing
+    if backend.max_doors is not None and doors > backend.max_doors:
+        raise ConfigError(f"{doors} doors are more than the {backend.name} backend loads in reasonable time "
+                          f"(at most {backend.max_doors}; the nftables backend has no such limit)")
 
 
 @contextmanager

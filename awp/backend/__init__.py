@@ -63,6 +63,7 @@ class Grants(Protocol):
 
 class Backend(Protocol):
     name: str
+    max_doors: int | None  # the most doors it loads in reasonable time (None: no limit)
 
     def plan(self, config: Config) -> Plan: ...
 

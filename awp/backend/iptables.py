@@ -49,6 +49,10 @@ class TablePlan:
 
 
 class IptablesBackend:
+    # iptables-restore's time grows faster than the rules: on a 2-core machine 500 doors of 4
+    # knocks load in 9 s, 1,000 in about 25 s, 2,000 in 97 s (bench/README.md)
+    max_doors = 1000
+
     def __init__(self, variant: str, runner: Runner = run):
         if variant not in ("nft", "legacy"):
             raise EnvironmentProblem(f"unknown iptables variant {variant!r}")

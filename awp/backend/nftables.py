@@ -23,11 +23,13 @@ T = f"{FAMILY} {TABLE}"
 
 
 def nft_usable(runner: Runner = run) -> bool:
-    """`nft` exists and the kernel answers nf_tables requests."""
+    """`nft` exists and the kernel answers nf_tables requests (or would, to root: a check run
+    by another user is told "Operation not permitted")."""
     try:
-        return runner(["nft", "list", "tables"]).returncode == 0
+        result = runner(["nft", "list", "tables"])
     except EnvironmentProblem:
         return False
+    return result.returncode == 0 or "Operation not permitted" in result.stderr
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def _definition(s: NftSet) -> tuple:
 
 class NftablesBackend:
     name = "nftables"
+    max_doors = None  # any number the port space allows: 10,000 doors of 4 knocks load in 2 s
 
     def __init__(self, runner: Runner = run):
         self.runner = runner

@@ -42,6 +42,8 @@ class FakeBackend:
     """A Backend whose kernel is `self.state`. fail: {"plan", "apply"} makes those raise;
     usable=False is a host without this backend's tools (plan raises EnvironmentProblem)."""
 
+    max_doors = None
+
     def __init__(self, name: str = "nftables", *, state: tuple[str, ...] = (), usable: bool = True,
                  fail: set[str] | frozenset[str] = frozenset()):
         self.name = name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from awp.checks import check_config, is_scan_completable, listening_sockets, parse_proc_net
@@ -241,3 +243,25 @@ def test_listening_sockets_reads_all_four_files_and_skips_missing_ones():
         return files[path]
 
     assert listening_sockets(read) == frozenset({("tcp", 22), ("tcp", 7000), ("tcp", 8080), ("udp", 5353)})
+
+
+@pytest.mark.parametrize("allow, family", [("0.0.0.0/0", 4), ("::/0", 6), ("0.0.0.0/1 128.0.0.0/1", 4),
+                                           ("0.0.0.0/0 ::/0", 4)])
+def test_an_allowlist_of_every_address_warns_and_strict_refuses(allow, family):
+    from awp.settings import parse_settings
+    from awp.errors import StrictRefused
+
+    settings = parse_settings(f'FW_PORTKNOCK="yes"\nFW_PORTKNOCK_ALLOW="{allow}"\n', "config")
+    found = [str(f) for f in check_config(Config(settings, parse_simple("22:7481,2203,9127\n", "s")))]
+    assert any(f"covers every IPv{family} address" in f for f in found)
+    strict = dataclasses.replace(settings, strict=True)
+    with pytest.raises(StrictRefused):
+        check_config(Config(strict, parse_simple("22:7481,2203,9127\n", "s")))
+
+
+def test_an_allowlist_of_some_networks_does_not_warn():
+    from awp.settings import parse_settings
+
+    settings = parse_settings('FW_PORTKNOCK="yes"\nFW_PORTKNOCK_ALLOW="198.18.0.0/15 ::1/128"\n', "config")
+    assert not [f for f in check_config(Config(settings, parse_simple("22:7481,2203,9127\n", "s")))
+                if "covers every" in str(f)]

@@ -10,7 +10,7 @@ from rich.console import Console
 from awp.cli import _doors_table, _sources_table
 from awp.lists import parse_advanced, parse_simple
 from awp.model import Config, Settings
-from awp.status import SourceState
+from awp.backend import SourceState
 
 SIMPLE = ("22:7481,2203,9127,4410\n"
           "4410:40001,40015,40002,40014,40003,40013,40004,40012,40005,40011,40006,40010,40007,40009,40008,40016\n"

@@ -223,3 +223,21 @@ def test_status_is_what_the_backend_inspects(host, root):
     assert [(s.port, s.source, s.state, s.seconds_left) for s in st.inspection.sources] == [
         (2222, "198.18.1.2", "granted", 600)]
     assert (st.inspection.matches, st.inspection.differs) == (False, ("fake table",))
+
+
+def test_check_refuses_more_doors_than_the_backend_loads(tmp_path, monkeypatch):
+    from awp import workflow as wf
+    from awp.errors import ConfigError
+    from awp.paths import Root
+
+    class Slow(FakeBackend):
+        max_doors = 2
+
+    root = tmp_path / "root"
+    (root / "etc" / "firewall").mkdir(parents=True)
+    (root / "etc" / "config").write_text('FW_PORTKNOCK="yes"\n')
+    (root / "etc" / "firewall" / "simple-portknock-list").write_text(
+        "22:7481,2203,9127\n23:7482,2204,9128\n24:7483,2205,9129\n")
+    monkeypatch.setattr(wf, "select", lambda name, runner=None: Slow("iptables-nft"))
+    with pytest.raises(ConfigError, match="3 doors are more than the iptables-nft backend loads"):
+        wf.load(Root(root))
