@@ -67,6 +67,7 @@ class Settings:
     backend_alias: str | None = None  # the deprecated value the settings file used, if any
     nflog_group: int = 4747
     kernel_log: bool = True
+    stealth: str = "auto"  # auto, drop or reject: what knock and closed protected ports answer
     pknock_compat: bool = False
 
 

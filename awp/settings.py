@@ -31,6 +31,7 @@ _KEYS = {
     "FW_PORTKNOCK_SET_SIZE": "set_size",
     "FW_PORTKNOCK_NFLOG_GROUP": "nflog_group",
     "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
+    "FW_PORTKNOCK_STEALTH": "stealth",
     "FW_PORTKNOCK_PKNOCK_COMPAT": "pknock_compat",
 }
 

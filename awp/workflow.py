@@ -8,6 +8,7 @@ Nothing here prints; results go back to awp.cli as values.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -44,7 +45,23 @@ class Status:
 
 
 def dry_run(config: Config, runner=None) -> Plan:
-    return select(config.settings.backend, runner).plan(config)
+    backend = select(config.settings.backend, runner)
+    return backend.plan(resolve_stealth(config, backend))
+
+
+def resolve_stealth(config: Config, backend: Backend) -> Config:
+    """FW_PORTKNOCK_STEALTH="auto": answer as the host's unused ports do, as the other
+    tables show it (awp(8), STEALTH)."""
+    if config.settings.stealth != "auto" or not config.settings.enabled:
+        return config
+    try:
+        answer = backend.unused_port_answer()
+    except AwpError as exc:
+        log.warning("stealth: cannot read the host's firewall (%s); knock ports drop", exc)
+        answer = "drop"
+    log.info("stealth auto: unused ports of this host %s, so knock ports do too",
+             "are dropped" if answer == "drop" else "answer (reset, port unreachable)")
+    return dataclasses.replace(config, settings=dataclasses.replace(config.settings, stealth=answer))
 
 
 def apply(root: Root, config: Config, *, force: bool, ssh_connection: str | None, runner=None) -> Applied:
@@ -54,6 +71,7 @@ def apply(root: Root, config: Config, *, force: bool, ssh_connection: str | None
     if risk and not force:
         raise LockoutRefused(risk)
     backend = select(config.settings.backend, runner)
+    config = resolve_stealth(config, backend)
     with exclusive(root.lock):
         plan = backend.plan(config)
         backend.apply(plan)
@@ -77,7 +95,7 @@ def status(root: Root, runner=None) -> Status:
 
     config = load_config(root)
     backend = select(config.settings.backend, runner)
-    inspection = backend.inspect(config)
+    inspection = backend.inspect(resolve_stealth(config, backend))
     pid = control.running_pid(root)
     off = Config(Settings(enabled=False))
     elsewhere = tuple(b.name for b in _backends(runner) if b.name != backend.name and b.plan(off).changed)
@@ -161,12 +179,25 @@ def load(root: Root, runner=None):
     _refuse_too_many_doors(config, runner)
     if os.geteuid() == 0 and config.settings.enabled:
         try:
-            advice = select(config.settings.backend, runner).advice(config)
+            backend = select(config.settings.backend, runner)
+            advice = backend.advice(config) + _stealth_advice(config, backend)
         except AwpError as exc:
             log.debug("no coexistence check: %s", exc)
             advice = []
         findings = [*findings, *(Finding(None, text) for text in advice)]
     return config, findings
+
+
+def _stealth_advice(config: Config, backend: Backend) -> list[str]:
+    chosen = config.settings.stealth
+    if chosen == "auto":
+        return []
+    seen = backend.unused_port_answer()
+    if seen == chosen:
+        return []
+    return [f'FW_PORTKNOCK_STEALTH="{chosen}", but unused ports of this host are '
+            f'{"dropped" if seen == "drop" else "answered"}: a port scan shows the knock ports apart '
+            f'(use "auto" or "{seen}")']
 
 
 def _refuse_too_many_doors(config: Config, runner) -> None:

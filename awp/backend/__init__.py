@@ -77,6 +77,8 @@ class Backend(Protocol):
 
     def advice(self, config: Config) -> list[str]: ...  # what other tables do to awp's ports
 
+    def unused_port_answer(self) -> str: ...  # "drop" or "reject": what the host's unused ports do
+
 
 def select(choice: str, runner=None) -> Backend:
     """The backend for FW_PORTKNOCK_BACKEND (`auto`: nftables where `nft` works)."""

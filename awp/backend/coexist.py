@@ -94,3 +94,47 @@ def _blocked(port: int, where: str) -> str:
 def _diverted(port: int, where: str) -> str:
     return (f"protected port {port}: {where} redirects or dnats it before awp's input chain sees it, "
             "so awp cannot protect it")
+
+
+# --- what an unused port of this host answers (FW_PORTKNOCK_STEALTH="auto") -------------------
+
+
+def unused_port_answer(doc: dict, own: set[tuple[str, str]], legacy_save: str = "") -> str:
+    """"drop" if some input chain of another table drops what nothing else accepted (its
+    policy or a last rule that matches everything), "reject" if one rejects it or none does:
+    then the kernel itself answers (a reset, a port unreachable)."""
+    chains, rules = _foreign(doc, own)
+    answers = {_chain_answer(c.get("policy"), rules.get(k, [])) for k, c in chains.items() if c.get("hook") == "input"}
+    answers.add(_save_answer(legacy_save))
+    return "drop" if "drop" in answers else "reject"
+
+
+def _chain_answer(policy: str | None, rules: list[list[dict]]) -> str:
+    for expr in rules:
+        if not _matches(expr):
+            verdict = _verdict(expr) or _xt_target(expr)
+            if verdict in ("drop", "reject", "accept"):
+                return "reject" if verdict in ("reject", "accept") else "drop"
+    return "drop" if policy == "drop" else "reject"
+
+
+def _xt_target(expr: list[dict]) -> str | None:
+    """iptables-nft's REJECT shows in nft's JSON as an xt target."""
+    for stmt in expr:
+        name = str(stmt.get("xt", {}).get("name", "")).lower()
+        if name in ("reject", "drop"):
+            return name
+    return None
+
+
+def _save_answer(save: str) -> str:
+    """The same from iptables-save text of filter tables: INPUT's first rule that matches
+    everything with a final verdict decides, else INPUT's policy."""
+    answers = set()
+    for table in save.split("*filter")[1:]:
+        lines = table.splitlines()
+        final = [line.split()[3] for line in lines if line.startswith("-A INPUT -j ")
+                 and len(line.split()) >= 4 and line.split()[3] in ("ACCEPT", "DROP", "REJECT")]
+        policy_drop = any(line.startswith(":INPUT DROP") for line in lines)
+        answers.add(("drop" if final[0] == "DROP" else "reject") if final else ("drop" if policy_drop else "reject"))
+    return "drop" if "drop" in answers else "reject"

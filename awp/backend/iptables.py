@@ -111,9 +111,29 @@ class IptablesBackend:
         own = {("ip", "filter"), ("ip6", "filter")} if self.variant == "nft" else set()
         return ruleset_advice(self.runner, config, own)
 
+    def unused_port_answer(self) -> str:
+        """From the filter tables' INPUT chains (awp's own lines left out) and, beside them,
+        every other nftables table (on iptables-nft, the filter tables are those same ones)."""
+        from awp.backend.nftables import ruleset_answer
+
+        saves = ""
+        for table in self.tables:
+            try:
+                saves += _without_awp(table.snapshot())
+            except ApplyError:
+                continue  # no ip6tables on this host
+        own = {("ip", "filter"), ("ip6", "filter")} if self.variant == "nft" else set()
+        return ruleset_answer(self.runner, own, saves)
+
     def inspect(self, config: Config) -> Inspection:
         from awp.backend.xt_status import inspect
         return inspect(self, config)
+
+
+def _without_awp(save: str) -> str:
+    """The filter table's lines that are not awp's (its jump and AWP- chains)."""
+    return "".join(line + "\n" for line in save.splitlines()
+                   if "AWP-" not in line)
 
 
 def _roll_back(done: list[TablePlan]) -> None:

@@ -195,6 +195,9 @@ class NftablesBackend:
     def advice(self, config: Config) -> list[str]:
         return ruleset_advice(self.runner, config, {(FAMILY, TABLE)})
 
+    def unused_port_answer(self) -> str:
+        return ruleset_answer(self.runner, {(FAMILY, TABLE)})
+
     def counters(self) -> dict[str, int]:
         result = self._nft("-j", "list", "counters", "table", FAMILY, TABLE, check=False)
         if result.returncode != 0:
@@ -220,6 +223,18 @@ def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]]) ->
     if result.returncode != 0:
         return []
     return foreign_findings(json.loads(result.stdout or "{}"), ports, own)
+
+
+def ruleset_answer(runner: Runner, own: set[tuple[str, str]], legacy_save: str = "") -> str:
+    """What an unused port of this host answers, from the other tables (see coexist.py)."""
+    from awp.backend.coexist import unused_port_answer
+
+    try:
+        result = runner(["nft", "-j", "list", "ruleset"])
+    except EnvironmentProblem:
+        result = None
+    doc = json.loads(result.stdout or "{}") if result is not None and result.returncode == 0 else {}
+    return unused_port_answer(doc, own, legacy_save)
 
 
 def parse_elements(doc: dict) -> list[dict]:

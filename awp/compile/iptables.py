@@ -97,7 +97,7 @@ class _Builder:
             if len(door.knocks) > 1:
                 leaves[door.knocks[1]] = lambda p=door.port: self._second_knock_leaf(p)
             for knock in door.knocks[2:]:
-                leaves[knock] = lambda: (self._rule("-j", "DROP"),)
+                leaves[knock] = lambda: (self._deny(),)
         for door in self.advanced:
             leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
         return self._tree("AWP-IDLE", "tcp", "AWP-I", leaves)
@@ -134,14 +134,14 @@ class _Builder:
 
     def _first_knock_leaf(self, door: SimpleDoor) -> tuple[Rule, ...]:
         """Start the sequence, unless the source hit a second knock out of turn lately."""
-        return (self._rule("-p", "tcp", "--syn", *self._fresh(scan_list(door.port)), "-j", "DROP"),
-                self._rule("-p", "tcp", "--syn", "-g", self._advance_name(door, 1)), self._rule("-j", "DROP"))
+        return (self._rule("-p", "tcp", "--syn", *self._fresh(scan_list(door.port)), *self._deny_target()),
+                self._rule("-p", "tcp", "--syn", "-g", self._advance_name(door, 1)), self._deny())
 
     def _second_knock_leaf(self, port: int) -> tuple[Rule, ...]:
         """A second knock from a source that did not just knock the first is what port scans
         (and their reordered retries) do: such a source may not start this door for a step
         timeout, so no retry order can complete it."""
-        return (self._rule("-p", "tcp", "--syn", *_recent(scan_list(port), "--set")), self._rule("-j", "DROP"))
+        return (self._rule("-p", "tcp", "--syn", *_recent(scan_list(port), "--set")), self._deny())
 
     def _progress_leaf(self, door: SimpleDoor, m: int) -> tuple[Rule, ...]:
         """Mid-sequence source knocking door.knocks[m-1]: advance, or ignore a retransmit."""
@@ -149,7 +149,7 @@ class _Builder:
         if m >= 2:
             rules.append(self._rule(*self._at_stage(door, m - 1), "-g", self._advance_name(door, m)))
         if m < len(door.knocks):
-            rules.append(self._rule(*self._at_stage(door, m), "-j", "DROP"))
+            rules.append(self._rule(*self._reject_proto(), *self._at_stage(door, m), *self._deny_target()))
         return tuple(rules)
 
     def _at_stage(self, door: SimpleDoor, stage: int) -> tuple[str, ...]:
@@ -178,7 +178,7 @@ class _Builder:
             rules += [self._rule(*_recent(PROG, "--remove")), self._rule(*_recent(open_list(door.port), "--set"))]
             if self.s.kernel_log:
                 rules.append(self._rule(*KNOCK_LOG_LIMIT, "-j", "LOG", "--log-prefix", f"awp open port={door.port} "))
-        return (*rules, self._rule("-j", "DROP"))
+        return (*rules, self._deny())
 
     # --- protected ports and advanced knock ports ---------------------------------------
 
@@ -192,15 +192,31 @@ class _Builder:
         if any(d.port == port for d in self.advanced):
             seconds = str(self.s.autoclose)
             rules.append(self._rule(*new_syn, *_recent(grant_list(port), "--rcheck", "--seconds", seconds), "-j", "ACCEPT"))
-        return (*rules, self._rule("-j", "DROP"))
+        return (*rules, self._deny())
 
     def _knock_udp_leaf(self) -> tuple[Rule, ...]:
         """Each datagram is logged once: NFLOG does not end rule processing, so a knock-sized
         one is dropped right after its NFLOG rule, before the misfits' rule can log it again."""
         nflog = ("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-size", str(NFLOG_COPY))
         knock_sized = ("-m", "length", "--length", KNOCK_IP_LENGTH[self.family])
-        return (self._rule(*knock_sized, *nflog), self._rule(*knock_sized, "-j", "DROP"),
-                self._rule(*MISFIT_RATE, *nflog), self._rule("-j", "DROP"))
+        deny = self._deny_target("udp")
+        return (self._rule(*knock_sized, *nflog), self._rule(*knock_sized, *deny),
+                self._rule(*MISFIT_RATE, *nflog), self._rule(*deny))
+
+    def _deny(self) -> Rule:
+        """What every TCP packet to a knock port or a closed protected port gets: what an
+        unused port of this host answers (FW_PORTKNOCK_STEALTH), whatever the packet holds.
+        iptables takes a tcp-reset only in a rule that matches -p tcp."""
+        return self._rule(*self._reject_proto(), *self._deny_target())
+
+    def _reject_proto(self) -> tuple[str, ...]:
+        return ("-p", "tcp") if self.s.stealth == "reject" else ()
+
+    def _deny_target(self, proto: str = "tcp") -> tuple[str, ...]:
+        if self.s.stealth != "reject":
+            return ("-j", "DROP")
+        icmp = "icmp-port-unreachable" if self.family == 4 else "icmp6-port-unreachable"
+        return ("-j", "REJECT", "--reject-with", "tcp-reset" if proto == "tcp" else icmp)
 
     @staticmethod
     def _rule(*args: str) -> Rule:

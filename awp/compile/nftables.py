@@ -134,7 +134,7 @@ class _Builder:
     transitions.
 
     `meta mark` carries a source's progress (or a door's id) between rules: it is written only
-    in chains that every packet leaves through a drop (knock ports), never on a packet awp
+    in chains that every packet leaves through a drop or reject (knock ports), never on a packet awp
     lets through."""
 
     def __init__(self, config: Config, simple: tuple[SimpleDoor, ...], advanced: tuple[AdvancedDoor, ...]):
@@ -143,6 +143,11 @@ class _Builder:
         self.simple = simple
         self.advanced = advanced
         self.out: list[NftChain] = []
+        # what every packet to a knock port or a closed protected port gets, whatever it holds:
+        # what an unused port of this host answers (FW_PORTKNOCK_STEALTH)
+        reject = self.s.stealth == "reject"
+        self.deny = "reject with tcp reset" if reject else "drop"
+        self.deny_udp = "reject with icmpx port-unreachable" if reject else "drop"
 
     def chains(self) -> tuple[NftChain, ...]:
         """Dispatch by port through verdict maps only: nft loads a map of thousands of ports
@@ -207,13 +212,13 @@ class _Builder:
         the kernel's next garbage collection): a flood of first knocks that fills progress<f>
         and pos1 cannot stop a source that is further on."""
         step = self.s.step_timeout
-        rules = self._each(f"$a saddr @{pos_set(m, '$f')} drop")
+        rules = self._each(f"$a saddr @{pos_set(m, '$f')} {self.deny}")
         if m >= 2:
             rules += self._each(f"$a saddr @{pos_set(m - 1, '$f')} goto advance_{m}")
             self._add(f"advance_{m}", *self._each(
                 f"add @{pos_set(m, '$f')} {{ $a saddr timeout {step}s }} delete @{pos_set(m - 1, '$f')} {{ $a saddr }} "
-                f"update @progress$f {{ $a saddr timeout {step}s : meta mark }} drop"),
-                "counter name refused_progress drop")
+                f"update @progress$f {{ $a saddr timeout {step}s : meta mark }} {self.deny}"),
+                f"counter name refused_progress {self.deny}")
         self._add(f"at_{m}", *rules, "jump forget", "goto idle")
 
     def _idle(self) -> None:
@@ -225,12 +230,12 @@ class _Builder:
         seconds = {d.knocks[1]: d for d in self.simple if len(d.knocks) > 1}
         ids = {k: door_id(d.port) for k, d in (*firsts.items(), *seconds.items())}
         targets = {**{k: "first" for k in firsts}, **{k: "second" for k in seconds}}
-        self._add("idle", f"{SYN.replace('==', '!=')} drop",
+        self._add("idle", f"{SYN.replace('==', '!=')} {self.deny}",
                   f"meta mark set tcp dport map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
-                  f"tcp dport {vmap(targets)}", "drop")
+                  f"tcp dport {vmap(targets)}", self.deny)
         if seconds:
-            self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), "drop")
-        rules = self._each("$a saddr . meta mark @scan$f drop")
+            self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), self.deny)
+        rules = self._each(f"$a saddr . meta mark @scan$f {self.deny}")
         single = [f"{door_id(d.port)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
         if single:
             rules.append(f"meta mark . tcp dport {anon(single)} goto complete")
@@ -239,20 +244,23 @@ class _Builder:
     def _start(self) -> None:
         step = self.s.step_timeout
         self._add("start", *self._each(f"add @{pos_set(1, '$f')} {{ $a saddr timeout {step}s }} "
-                                       f"add @progress$f {{ $a saddr timeout {step}s : meta mark }} drop"),
-                  "counter name refused_progress drop")
+                                       f"add @progress$f {{ $a saddr timeout {step}s : meta mark }} {self.deny}"),
+                  f"counter name refused_progress {self.deny}")
 
     def _complete(self) -> None:
-        """The last knock of a door: the source may connect for an open window. The knock's
-        destination port is rewritten to the protected port (the packet is dropped anyway),
-        so one rule keys the open set and the kernel's log line says DPT=<protected port>."""
+        """The last knock of a door: the source may connect for an open window. To key the
+        open set with the protected port in one rule for every door, the knock's destination
+        port is set to the protected port and, once the set is updated and the line logged
+        (DPT=<protected port>), back to the knock port, so an answer (a reset) comes from the
+        port the knock went to."""
         ends = [f"{door_id(d.port)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
+        back = [f"{d.port} : {d.knocks[-1]}" for d in self.simple]
         rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}", "jump forget"]
         rules += self._each(f"update @open$f {{ $a saddr . tcp dport timeout {self.s.open_window}s }} meta mark set 0x1")
-        rules.append("meta mark != 0x1 counter name refused_open drop")
         if self.s.kernel_log:
-            rules.append(f'{OPEN_LOG_RATE} log prefix "awp open "')
-        self._add("complete", *rules, "drop")
+            rules.append(f'meta mark 0x1 {OPEN_LOG_RATE} log prefix "awp open "')
+        rules += [f"tcp dport set tcp dport map {anon(back)}", f"meta mark != 0x1 counter name refused_open {self.deny}"]
+        self._add("complete", *rules, self.deny)
 
     # --- protected ports and advanced knock ports -----------------------------------------
 
@@ -267,11 +275,12 @@ class _Builder:
             if doors:
                 rules += self._each(f"{SYN} ct state new $a saddr . tcp dport @{kind}$f {let_in} accept")
         dropped = "counter name tcp dport map " + anon(f'{p} : "drop_{p}"' for p in ports)
-        self._add("protected", *rules, f"{dropped} drop")
+        self._add("protected", *rules, f"{dropped} {self.deny}")
 
     def _knock_udp(self) -> None:
         log = f"log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN}"
-        self._add("knock_udp", f"udp length {KNOCK_UDP_LENGTH} {log} drop", f"{MISFIT_RATE} {log} drop", "drop")
+        deny = self.deny_udp
+        self._add("knock_udp", f"udp length {KNOCK_UDP_LENGTH} {log} {deny}", f"{MISFIT_RATE} {log} {deny}", deny)
 
 
 def door_counters(config: Config) -> tuple[str, ...]:

@@ -44,6 +44,9 @@ class FakeBackend:
 
     max_doors = None
 
+    def unused_port_answer(self) -> str:
+        return "drop"
+
     def __init__(self, name: str = "nftables", *, state: tuple[str, ...] = (), usable: bool = True,
                  fail: set[str] | frozenset[str] = frozenset()):
         self.name = name
