@@ -223,3 +223,28 @@ def test_knock_ports_answer_nothing(load_case):
 def test_no_secret_reaches_the_table(load_case):
     text = render_transaction(compile_nft(load_case("advanced")), TableState(), {})
     assert "Secret" not in text
+
+
+# --- stealth --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["advanced", "one-door"])
+def test_reject_style_answers_every_knock_and_closed_port_alike_and_never_drops_them(load_case, case):
+    rs = compile_nft(with_settings(load_case(case), stealth="reject"))
+    rules = [r for c in rs.chains for r in c.rules]
+    assert not [r for r in rules if r.endswith(" drop") or r == "drop"]
+    assert any(r.endswith("reject with tcp reset") for r in rules)
+    if case == "advanced":
+        assert chains(rs)["knock_udp"][-1] == "reject with icmpx port-unreachable"
+
+
+def test_drop_style_and_unresolved_auto_never_reject(load_case):
+    for stealth in ("drop", "auto"):
+        rs = compile_nft(with_settings(load_case("advanced"), stealth=stealth))
+        assert not [r for c in rs.chains for r in c.rules if "reject" in r]
+
+
+def test_completion_puts_the_knock_port_back_before_answering(load_case):
+    rules = chains(compile_nft(with_settings(load_case("one-door"), stealth="reject")))["complete"]
+    sets = [i for i, r in enumerate(rules) if r.startswith("tcp dport set")]
+    assert len(sets) == 2 and sets[1] < len(rules) - 2 and rules[-1] == "reject with tcp reset"

@@ -290,3 +290,23 @@ def test_digest_changes_with_the_rules():
     b = compile_family(Config(parse_settings(SETTINGS, "c"), parse_simple("22:7481,9127,2203\n", "s")), 4)
     assert a.tag and b.tag and a.tag != b.tag
     assert f"awp:digest={a.tag}" in render_restore(a, KernelState())
+
+
+def test_reject_style_iptables_rejects_with_tcp_reset_in_tcp_rules_only():
+    import dataclasses as dc
+
+    from awp.compile.iptables import compile_family
+    from awp.lists import parse_advanced, parse_simple
+    from awp.model import Config, Settings
+
+    settings = Settings(enabled=True, simple=True, advanced=True, stealth="reject")
+    config = Config(settings, parse_simple("22:7481,2203,9127\n", "s"),
+                    parse_advanced("2222,2000,opensecret1,closesecret1\n", "a"))
+    for family in (4, 6):
+        rules = [r.args for c in compile_family(config, family).chains for r in c.rules]
+        resets = [a for a in rules if "tcp-reset" in a]
+        assert resets and all(a[a.index("-p") + 1] == "tcp" for a in resets)  # iptables needs -p tcp
+        unreach = "icmp-port-unreachable" if family == 4 else "icmp6-port-unreachable"
+        assert any(unreach in a for a in rules) and not [a for a in rules if "DROP" in a]
+    drop_style = dc.replace(config, settings=dc.replace(settings, stealth="drop"))
+    assert not [r for c in compile_family(drop_style, 4).chains for r in c.rules if "REJECT" in r.args]
