@@ -241,3 +241,15 @@ def test_check_refuses_more_doors_than_the_backend_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(wf, "select", lambda name, runner=None: Slow("iptables-nft"))
     with pytest.raises(ConfigError, match="3 doors are more than the iptables-nft backend loads"):
         wf.load(Root(root))
+
+
+def test_status_names_a_backend_that_still_holds_awps_rules(host, root):
+    """After a switch of FW_PORTKNOCK_BACKEND by hand, status says where a stale copy is."""
+    (root.base / "etc" / "firewall").mkdir(parents=True)
+    root.config.write_text('FW_PORTKNOCK="yes"\nFW_PORTKNOCK_BACKEND="nftables"\n')
+    root.simple_list.write_text("22:7481,2203,9127\n")
+    assert workflow.status(root).elsewhere == ()
+    apply(root, config(backend="iptables-nft"))  # what a host switched by hand has
+    assert workflow.status(root).elsewhere == ("iptables-nft",)
+    apply(root, config(backend="nftables"))
+    assert workflow.status(root).elsewhere == ()
