@@ -71,7 +71,7 @@ def simple_demo(lab: Lab, root: Path) -> list[str]:
         failures.append("port open before knocking")
     step(f"{knocker.name} knocks with telnet: telnet host PORT, Ctrl-C, for each port in order")
     for port in door.knocks:
-        console.print(f"[dim]$ telnet {lab.server_ip4(knocker)} {port}   (hangs: knocks get no answer) ^C[/]")
+        console.print(f"[dim]$ telnet {lab.server_ip4(knocker)} {port}   (Connection refused: a knock port answers as an unused port of this host does)[/]")
         knocker.knock_telnet(lab.server_ip4(knocker), [port], hold=0.4)
     step("after the knock: open for the knocker, still closed for the other client")
     if not verdict(lab, knocker, door.port):
