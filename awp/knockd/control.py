@@ -91,7 +91,7 @@ def _wait_ready(root: Root, proc) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ListenerError(f"listener supervisor exited with code {proc.returncode}; see {root.listener_log}")
+            raise ListenerError(f"listener exited with code {proc.returncode}; see {root.listener_log}")
         pid = running_pid(root)
         if pid:
             log.info("listener started pid=%d", pid)

@@ -1,9 +1,11 @@
 """`awp supervise`: keeps the listener alive when no service manager does.
 
 `awp -s -f` starts this supervisor (unless systemd runs the awp-knockd unit), and it starts
-the listener as its child. A listener that exits is started again after 1 s if it had got
-ready, else (it failed to start: a bad configuration, a busy NFLOG group) after a back-off
-of 1, 2, 4 ... 30 s, so a start that keeps failing costs little; one that stalls (its pidfile, which
+the listener as its child. The first listener failing before it gets ready (a bad configuration,
+a busy NFLOG group) ends the supervisor with its exit code, so `awp -s -f` reports it and
+puts the firewall back. Later, a listener that exits is started again after 1 s if it had
+got ready, else after a back-off of 1, 2, 4 ... 30 s, so a start that keeps failing costs
+little; one that stalls (its pidfile, which
 it touches every second, is older than STALL_SECONDS) is killed and started again. Each
 restart is one log line. SIGTERM stops the listener, then the supervisor; SIGHUP is passed
 on to the listener (reload).
@@ -36,6 +38,8 @@ class Supervisor:
         self.started_at = 0.0
         self.stop = False
         self.ready = False
+        self.ever_ready = False
+        self.failed: int | None = None
         self.restarts = 0
 
     def spawn(self) -> None:
@@ -52,12 +56,17 @@ class Supervisor:
             return
         code = child.poll()
         if code is None and not self.ready and running_pid(self.root) == child.pid:
-            self.ready = True
+            self.ready = self.ever_ready = True
         if code is None and self._stalled(child.pid):
             log.error("listener stalled pid=%d: no heartbeat for %.0f s; killing it", child.pid, STALL_SECONDS)
             child.kill()
             code = child.wait()
         if code is None:
+            return
+        if not self.ready and self.restarts == 0 and not self.ever_ready:
+            log.error("listener exited pid=%d code=%s before it got ready; not restarting it", child.pid, code)
+            self.failed = code  # a start that fails (a bad configuration, a busy NFLOG group) is
+            self.stop = True    # reported to awp -s -f, which puts the firewall back
             return
         if self.ready:
             self.backoff = 1.0
@@ -112,7 +121,7 @@ def run_supervisor(root: Root) -> int:
         sup.shutdown()
         log.info("supervisor stopped pid=%d restarts=%d", os.getpid(), sup.restarts)
         os.close(lock)
-    return 0
+    return sup.failed or 0
 
 
 def _forward(sup: Supervisor, sig: int) -> None:
