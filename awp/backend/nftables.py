@@ -74,7 +74,8 @@ def render_transaction(desired: NftRuleset, current: TableState, migrate: dict[s
     lines += [s.declaration() for s in desired.sets]
     lines += [f"add counter {T} {name}" for name in desired.counters]
     lines += [f"delete counter {T} {name}" for name in sorted(current.counters - set(desired.counters))]
-    lines += [f"flush set {T} {name}" for name in desired.flush_sets if name in current.sets]
+    kinds = {s.name: "map" if s.data else "set" for s in desired.sets}  # `flush set` refuses a map
+    lines += [f"flush {kinds[name]} {T} {name}" for name in desired.flush_sets if name in current.sets]
     for chain in desired.chains:
         hook = f" {{ type filter hook input priority {PRIORITY}; policy accept; }}" if chain.base else ""
         lines.append(f"add chain {T} {chain.name}{hook}")
