@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from advanced_helpers import (DOOR, KNOCK_PORT, OPEN, PORT, SETTLE, config_text, knock, post, ref_mac,
+from advanced_helpers import (DOOR, KNOCK_PORT, OPEN, PORT, SETTLE, knock, post, ref_mac,
                               safe_now, send, wait_connect,
                               write_private)
 from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
@@ -47,7 +47,7 @@ def test_listener_lifecycle(lab, server):
     assert wait_connect(c1, dst)
 
     write_private(server.advanced_path, DOOR)
-    write_private(server.config_path, config_text(advanced="no"))
+    server.write_config(advanced="no")
     out = server.apply()
     assert "port knocking is off" in out.stdout
     wait_for(lambda: not server.listeners(), SETTLE, "FW_PORTKNOCK_ADVANCED=no to stop the listener")
@@ -64,7 +64,7 @@ def test_knock_queued_for_a_door_that_a_reapply_removes_does_not_end_the_listene
     door's xt_recent list with its last rule) must not end the listener. SIGSTOP holds our
     listener so that the knock is queued for sure; a busy listener (a flood: seconds of
     backlog, see test 8) opens the same window without it."""
-    srv = make_server(advanced=DOOR + "2223,2001,opensecret2,closesecret2\n")
+    srv = make_server(advanced_list=DOOR + "2223,2001,opensecret2,closesecret2\n")
     pid = srv.start()
     lab.server.serve_tcp(PORT)
     c1 = lab.clients[0]
