@@ -10,10 +10,11 @@ def inspect(backend, config: Config) -> Inspection:
     sizes = {d.port: len(d.knocks) for d in config.active_simple}
     sources: list[SourceState] = []
     for family in (4, 6):
-        for e in backend.elements(f"progress{family}"):
-            port, done = e["value"] >> 16, e["value"] & 0xFFFF
-            if port in sizes:
-                sources.append(SourceState(port, str(e["key"]), f"knocking {done}/{sizes[port]}", e["expires"]))
+        for kind in ("start", "progress"):  # first knock made; further on
+            for e in backend.elements(f"{kind}{family}"):
+                port, done = e["value"] >> 16, e["value"] & 0xFFFF
+                if port in sizes:
+                    sources.append(SourceState(port, str(e["key"]), f"knocking {done}/{sizes[port]}", e["expires"]))
         for kind, label in (("open", "open"), ("grant", "granted")):
             for e in backend.elements(f"{kind}{family}"):
                 addr, port = e["key"]

@@ -6,7 +6,8 @@ independent of the number of doors. See docs/design.md, "Simple mode in nftables
 
 Per-source state (family f = 4 or 6, each a set or map of that family's addresses):
 
-    progress<f>  map addr : mark   mid-sequence: door port << 16 | knocks done (step timeout)
+    start<f>     map addr : mark   made a door's first knock: door port << 16 | 1 (step timeout)
+    progress<f>  map addr : mark   further on: door port << 16 | knocks done (step timeout)
     scan<f>      addr . port       hit a door's second knock out of turn: (src, first knock)
     open<f>      addr . port       completed a simple door (open window)
     grant<f>     addr . port       advanced-mode grant, written by the listener (autoclose)
@@ -14,6 +15,13 @@ Per-source state (family f = 4 or 6, each a set or map of that family's addresse
 A map lookup's result cannot be compared directly in nft, so a knock port's progress chain
 copies the source's progress into the packet mark and compares that. Only SYNs to knock
 ports reach that chain, and awp drops every one of them, so no mark leaves awp's table.
+
+A full map refuses new entries (counted in refused_progress); entries already in keep their
+place. First knocks, which anyone can send from spoofed addresses, go to start<f> only, so a
+flood fills that map and not progress<f>, into which a source moves with its second knock.
+One map would not do: moving a source on deletes its entry and adds a new one, and the kernel
+frees a deleted entry's slot only at its next garbage collection, so in a full map the add
+that follows fails and the source would lose its place.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ PRIORITY = "filter - 10"  # before iptables-nft's filter INPUT: knocks are consu
 DIGEST_TAG = "awp:digest="
 SYN = "tcp flags & (fin | syn | rst | ack) == syn"
 ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
-STATE_SETS = ("progress", "scan", "open", "grant")
+STATE_MAPS = ("start", "progress")  # addr : mark
+STATE_SETS = (*STATE_MAPS, "scan", "open", "grant")
 REFUSED = ("refused_progress", "refused_open")  # named counters: a full set refused an entry
 KNOCK_UDP_LENGTH = "72-73"  # UDP header + 64 hex bytes + an optional 65th byte
 NFLOG_SNAPLEN = 256
@@ -74,11 +83,13 @@ class NftRuleset:
 
 
 def state_sets(size: int) -> tuple[NftSet, ...]:
-    """The eight state sets, defined whatever the modes (so a mode toggle keeps the others')."""
+    """The ten state sets and maps, defined whatever the modes (so a mode toggle keeps the
+    others')."""
     found = []
     for family, (_, addr) in ADDR.items():
-        found.append(NftSet(f"progress{family}", addr, size, "mark"))
-        found += [NftSet(f"{kind}{family}", f"{addr} . inet_service", size) for kind in STATE_SETS[1:]]
+        found += [NftSet(f"{kind}{family}", addr, size, "mark") for kind in STATE_MAPS]
+        found += [NftSet(f"{kind}{family}", f"{addr} . inet_service", size)
+                  for kind in STATE_SETS if kind not in STATE_MAPS]
     return tuple(found)
 
 
@@ -125,7 +136,8 @@ class _Builder:
     def chains(self) -> tuple[NftChain, ...]:
         entry = [] if self.s.ipv6 else ["meta nfproto ipv6 return"]
         if self.simple:
-            entry += [f"{SYN} {ADDR[f][0]} saddr @progress{f} jump progress" for f in self.families]
+            entry += [f"{SYN} {ADDR[f][0]} saddr @{kind}{f} jump progress"
+                      for f in self.families for kind in STATE_MAPS]
             self._progress()
         tcp = self._tcp_leaves()
         if self.advanced:
@@ -171,14 +183,14 @@ class _Builder:
         for door in self.simple:
             for m, knock in enumerate(door.knocks, start=1):
                 entries[knock] = self._progress_leaf(door, m)
-        reset = self._each("delete @progress{f} {{ {a} saddr : 0x0 }}")
-        self._add("forget", *reset)
+        self._add("forget", *self._each(_FORGET))
         self._add("progress", f"tcp dport {vmap(entries)}", "jump forget")
 
     def _progress_leaf(self, door: SimpleDoor, m: int) -> str:
         """A mid-sequence source knocking door.knocks[m-1]: advance, ignore a retransmit, or
         reset (and go on to the idle dispatch, where this knock may start a door)."""
-        rules = ["meta mark set 0x0", *self._each("meta mark set {a} saddr map @progress{f}")]
+        rules = ["meta mark set 0x0", *(rule for kind in STATE_MAPS
+                                        for rule in self._each(f"meta mark set {{a}} saddr map @{kind}{{f}}"))]
         if m >= 2:
             rules.append(f"meta mark {progress_mark(door.port, m - 1)} goto {self._advance(door, m)}")
         if m < len(door.knocks):
@@ -192,11 +204,12 @@ class _Builder:
         step = self.s.step_timeout
         if m < len(door.knocks):
             mark = progress_mark(door.port, m)
-            forget = "" if m == 1 else "delete @progress{f} {{ {a} saddr : 0x0 }} "
-            rules = self._each(forget + f"add @progress{{f}} {{{{ {{a}} saddr timeout {step}s : {mark} }}}} drop")
+            into = "start" if m == 1 else "progress"
+            forget = "" if m == 1 else _FORGET + " "
+            rules = self._each(forget + f"add @{into}{{f}} {{{{ {{a}} saddr timeout {step}s : {mark} }}}} drop")
             return self._add(name, *rules, "counter name refused_progress drop")
         then = f"goto {self._opened(door.port)}" if self.s.kernel_log else "drop"
-        rules = self._each("delete @progress{f} {{ {a} saddr : 0x0 }}")
+        rules = self._each(_FORGET)
         rules += self._each(f"update @open{{f}} {{{{ {{a}} saddr . {door.port} timeout {self.s.open_window}s }}}} "
                             + then)
         return self._add(name, *rules, "counter name refused_open drop")
@@ -223,6 +236,9 @@ class _Builder:
         log = f"log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN}"
         self._add("knock_udp", f"udp length {KNOCK_UDP_LENGTH} {log} drop", f"{MISFIT_RATE} {log} drop", "drop")
         return {d.knock_port: "knock_udp" for d in self.advanced}
+
+
+_FORGET = " ".join(f"delete @{kind}{{f}} {{{{ {{a}} saddr : 0x0 }}}}" for kind in STATE_MAPS)  # per family
 
 
 def door_counters(config: Config) -> tuple[str, ...]:
