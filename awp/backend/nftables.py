@@ -85,6 +85,13 @@ def render_transaction(desired: NftRuleset, current: TableState, migrate: dict[s
     return "\n".join(lines) + "\n"
 
 
+def _overflowing(desired: NftRuleset, migrate: dict[str, list[str]]) -> str:
+    """"start4: 1101 entries, ..." for the sets whose entries would not fit their new size."""
+    sizes = {s.name: s.size for s in desired.sets}
+    return ", ".join(f"{name}: {len(elems)} entries" for name, elems in sorted(migrate.items())
+                     if len(elems) > sizes[name])
+
+
 def _definition(s: NftSet) -> tuple:
     return (s.key, s.data, s.size)
 
@@ -114,13 +121,17 @@ class NftablesBackend:
         changed = (current.digest != desired.digest) if not desired.empty else current.exists
         migrate = self._migrations(desired, current) if changed else {}
         text = render_transaction(desired, current, migrate) if changed else ""
-        return Plan(self.name, changed, text, (current, desired))
+        return Plan(self.name, changed, text, (current, desired, _overflowing(desired, migrate)))
 
     def apply(self, plan: Plan) -> None:
         if not plan.changed:
             return
+        _, desired, overflowing = plan.steps
+        if overflowing:  # the kernel would refuse it with "Too many open files in system"
+            raise ApplyError(f"nftables: FW_PORTKNOCK_SET_SIZE={desired.sets[0].size} is smaller than what awp's "
+                             f"sets hold now ({overflowing}); nothing was changed. Choose a larger size, or "
+                             "apply again once those entries have timed out")
         self._load(plan.text, "loading")
-        _, desired = plan.steps
         log.info("loaded backend=nftables table=%s chains=%d digest=%s", T, len(desired.chains),
                  desired.digest or "none")
 
@@ -128,7 +139,7 @@ class NftablesBackend:
         """Put `inet awp` back as it was before `plan` was applied (set elements stay)."""
         if not plan.changed:
             return
-        before, _ = plan.steps
+        before = plan.steps[0]
         now = self.current()
         if not before.exists:
             script = f"delete table {T}\n" if now.exists else ""

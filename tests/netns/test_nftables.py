@@ -95,3 +95,213 @@ def test_a_full_set_keeps_a_source_mid_sequence_and_counts_what_it_refused(lab3,
     wait_for(lambda: not sources(status(lab3.server, root), "knocking"), 15, "the flood's entries to time out")
     knock(lab3, c3, SEQ)
     assert connects(lab3, c3), "the set has room again"
+
+
+# --- 2, 3. a re-apply keeps progress, open windows and grants, with their time left ----------
+
+CHANGES = {  # what the re-apply changes: (simple list, extra settings)
+    "another door": (DOOR + OTHER_DOOR, {}),
+    "set size 2048 -> 4096": (DOOR, {"FW_PORTKNOCK_SET_SIZE": "4096"}),
+}
+TIMERS = {"FW_PORTKNOCK_STEP_TIMEOUT": "20", "FW_PORTKNOCK_OPEN_WINDOW": "40"}
+
+
+def _state_of(doc: dict, wanted: dict[tuple[int, str], str]) -> dict:
+    found = sources(doc)
+    return {key: (found[key]["state"], found[key]["step"], found[key]["seconds_left"]) if key in found else None
+            for key in wanted}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_reapply_keeps_progress_open_windows_and_grants(lab3, servers, backend, change):
+    """c1 is mid-sequence (IPv6, 2 of 5 knocks), c2 opened door 22 (IPv4), c3 holds an
+    advanced grant on 2222. After the re-apply status shows all three as before with no more
+    time left than they had, and each goes on: c1 completes, c2 and c3 connect."""
+    c1, c2, c3 = lab3.clients
+    simple_list, settings = CHANGES[change]
+    srv = servers(lab3, simple_list=DOOR, simple="yes", FW_PORTKNOCK_SET_SIZE="2048", **TIMERS)
+    srv.start()
+    serve(lab3)
+    lab3.server.serve_tcp(ADVANCED_PORT)
+    knock(lab3, c1, (A, B), family=6)
+    knock(lab3, c2, SEQ)
+    advanced_knock(srv, c3, lab3.server_ip4(c3), OPEN, "open")
+    wanted = {(PORT, c1.ip6): "knocking", (PORT, c2.ip4): "open", (ADVANCED_PORT, c3.ip4): "granted"}
+    before = _state_of(status(lab3.server, srv.root), wanted)
+    assert {k: v and v[0] for k, v in before.items()} == wanted, before
+    assert before[(PORT, c1.ip6)][1] == [2, len(SEQ)]
+
+    (srv.base / "etc/firewall/simple-portknock-list").write_text(simple_list)
+    srv.write_config(simple="yes", **{"FW_PORTKNOCK_SET_SIZE": "2048", **TIMERS, **settings})
+    assert "applied" in srv.apply().stdout
+    after = _state_of(status(lab3.server, srv.root), wanted)
+    assert {k: v and v[:2] for k, v in after.items()} == {k: v[:2] for k, v in before.items()}, after
+    assert all(0 < after[k][2] <= before[k][2] for k in wanted), (before, after)
+    if "set size" in change:
+        assert awp_table(lab3.server).count("\tsize 4096\n") == 10, "every state set was made anew"
+
+    knock(lab3, c1, (C, D, E), family=6)
+    assert connects(lab3, c1, 6), "mid-sequence across the re-apply"
+    assert connects(lab3, c2), "open window kept"
+    assert wait_connect(c3, lab3.server_ip4(c3), ADVANCED_PORT), "grant kept"
+
+
+# --- 5. coexistence with other tables and with iptables-nft rules -------------------------------
+
+ADMIN = """table inet admin {{
+	chain input {{
+		type filter hook input priority {priority}; policy drop;
+		ct state established,related accept
+		iif "lo" accept
+		tcp dport {{ {accepted} }} accept
+	}}
+}}
+"""
+ADMIN_CASES = {  # name: (priority, ports the admin accepts, awp sees the knocks, port 22 opens)
+    "accepts 22, after awp": ("filter", (PORT,), True, True),
+    "accepts only 8080, after awp": ("filter", (8080,), True, False),
+    "accepts 22, before awp": ("filter - 20", (PORT,), False, False),
+    "accepts 22 and the knocks, before awp": ("filter - 20", (PORT, *SEQ), True, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADMIN_CASES))
+def test_another_table_with_policy_drop(lab, tmp_path, backend, case):
+    """A table `inet admin` with `policy drop` on input. A drop in any base chain is final and
+    awp's accept does not override it: a knock opens port 22 only where the admin's table
+    accepts port 22 (awp then does the gating), and the knocks reach awp only where the
+    admin's chain comes after awp's (priority filter - 10) or accepts them too. Where the
+    admin's table drops port 22, `awp status` still shows the knocker as open."""
+    priority, accepted, seen, opens = ADMIN_CASES[case]
+    c1, c2 = lab.clients
+    lab.server.nft(["-f", "-"], input=ADMIN.format(priority=priority, accepted=", ".join(map(str, accepted))))
+    root = setup(lab, tmp_path, backend, families=(4,))
+    assert not connects(lab, c1, expect=False) and not connects(lab, c2, expect=False)
+    knock(lab, c1, SEQ)
+    assert connects(lab, c1, expect=opens) is opens, case
+    assert not connects(lab, c2, expect=False), "a source that did not knock"
+    awp_says_open = (PORT, c1.ip4) in sources(status(lab.server, root), "open")
+    assert awp_says_open is seen, case
+
+
+FOREIGN_IPTABLES = {  # policy drop, the protected port accepted: awp gates it
+    4: [["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        ["-A", "INPUT", "-p", "tcp", "--dport", str(PORT), "-j", "ACCEPT"],
+        ["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "ACCEPT"], ["-N", "MYCHAIN"],
+        ["-A", "MYCHAIN", "-s", "198.18.9.0/24", "-j", "RETURN"], ["-P", "INPUT", "DROP"]],
+    6: [["-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT"], ["-A", "FORWARD", "-j", "DROP"]],
+}
+
+
+def _iptables_nft(host) -> tuple[str, str]:
+    return host.iptables_save(4, "nft"), host.iptables_save(6, "nft")
+
+
+def test_iptables_nft_rules_stay_byte_identical_and_knocking_works(lab, tmp_path, backend):
+    c1, c2 = lab.clients
+    for family, rules in FOREIGN_IPTABLES.items():
+        for rule in rules:
+            lab.server.iptables(rule, family)
+    before = _iptables_nft(lab.server)
+    root = setup(lab, tmp_path, backend, families=(4,))
+    assert _iptables_nft(lab.server) == before and holders(lab.server) == {"nftables"}
+    assert not connects(lab, c1, expect=False)
+    knock(lab, c1, SEQ)
+    assert connects(lab, c1) and not connects(lab, c2, expect=False)
+    assert _iptables_nft(lab.server) == before
+    assert lab.server.awp(["remove"], root).returncode == 0
+    assert _iptables_nft(lab.server) == before and not holders(lab.server)
+
+
+FOREIGN_NFT = """table ip awp {
+	chain c {
+		ip saddr 198.18.9.9 counter drop
+	}
+}
+table inet filter {
+	set blocked {
+		type ipv4_addr
+		elements = { 198.18.9.9 }
+	}
+
+	counter seen {
+	}
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ip saddr @blocked counter name "seen" drop
+	}
+}
+"""
+
+
+def test_remove_and_turning_off_delete_inet_awp_and_nothing_else(lab, tmp_path, backend):
+    """Foreign nft tables (one named `ip awp`: same name, other family, not awp's) and an
+    iptables-nft rule: `nft list ruleset` after FW_PORTKNOCK="no" and after `awp remove` is
+    the foreign part exactly, and with awp applied it is the foreign part plus inet awp."""
+    lab.server.nft(["-f", "-"], input=FOREIGN_NFT)
+    lab.server.iptables(["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "ACCEPT"])
+    foreign = lab.server.nft_ruleset()
+    assert "table ip awp" in foreign and "table ip filter" in foreign
+    on = root_with(tmp_path, backend)
+    for off in ({"FW_PORTKNOCK": "no"}, {"FW_PORTKNOCK_SIMPLE": "no"}):
+        apply(lab, on)
+        applied = lab.server.nft_ruleset()
+        assert "table inet awp" in applied and without_awp(snapshot(lab.server))["nft"] == foreign
+        assert "removed awp's rules" in apply(lab, root_with(tmp_path, backend, **off)).stdout
+        assert lab.server.nft_ruleset() == foreign, off
+    apply(lab, on)
+    removed = lab.server.awp(["remove"], on)
+    assert removed.returncode == 0 and "nftables" in removed.stdout, removed.stdout
+    assert lab.server.nft_ruleset() == foreign
+
+
+# --- 6. loads the kernel refuses leave the previous inet awp table as it was -----------------
+
+
+def _spoil_nft_load(argv, stdin, real):
+    """intercept: the `nft -f -` load gets one more command, which the kernel refuses."""
+    if argv[:3] == ["nft", "-f", "-"]:
+        stdin += "add rule inet awp input jump no_such_chain\n"
+    return real(argv, stdin)
+
+
+def test_a_refused_nft_load_leaves_the_previous_table_and_its_state(lab, tmp_path, backend):
+    """awp in-process, its nft commands run in the server namespace, the load spoiled."""
+    from awp.errors import ApplyError
+
+    c1, c2 = lab.clients
+    root = setup(lab, tmp_path, backend, families=(4,), **TIMERS)
+    serve(lab, (4,), OTHER_PORT)
+    knock(lab, c1, (A, B))
+    knock(lab, c2, SEQ)
+    table, before = awp_table(lab.server), sources(status(lab.server, root))
+    runner = netns_runner(lab.server.name, _spoil_nft_load)
+    chosen, plan = plan_in(root_with(tmp_path, backend, DOOR + OTHER_DOOR, **TIMERS), runner)
+    with pytest.raises(ApplyError, match="nft refused .* the running ruleset is unchanged"):
+        chosen.apply(plan)
+    assert awp_table(lab.server) == table
+    after = sources(status(lab.server, root))
+    assert {k: v["state"] for k, v in after.items()} == {k: v["state"] for k, v in before.items()}
+    knock(lab, c1, (C, D, E))
+    assert connects(lab, c1) and connects(lab, c2), "progress and open window survived"
+    assert connects(lab, c2, port=OTHER_PORT), "the refused load's new door is not there"
+
+
+def test_shrinking_the_sets_below_what_they_hold_is_refused_and_changes_nothing(lab3, tmp_path, backend):
+    """1,100 spoofed first knocks fill start4 beyond 1,024; FW_PORTKNOCK_SET_SIZE=1024 would
+    need them copied into smaller sets. awp refuses before the kernel does (which would say
+    "Too many open files in system"), names the set, and the table stays as it was."""
+    c1, c2, c3 = lab3.clients
+    root = setup(lab3, tmp_path, backend, families=(4,), FW_PORTKNOCK_SET_SIZE="2048", **TIMERS)
+    knock(lab3, c1, (A, B))
+    assert spoofed_syns(c2, lab3.server_ip4(c2), A, FLOOD, rate=10_000)["sent"] == FLOOD
+    table = awp_table(lab3.server)
+    shrink = lab3.server.awp(["-s", "-f"], root_with(tmp_path, backend, FW_PORTKNOCK_SET_SIZE=str(SMALL),
+                                                      **TIMERS))
+    assert shrink.returncode == 4, shrink.stderr
+    assert re.fullmatch(rf"awp: error: nftables: FW_PORTKNOCK_SET_SIZE={SMALL} is smaller than what awp's sets "
+                        r"hold now \(start4: \d+ entries\); nothing was changed\. .*\n", shrink.stderr), shrink.stderr
+    assert awp_table(lab3.server) == table
+    knock(lab3, c1, (C, D, E))
+    assert connects(lab3, c1)
