@@ -20,7 +20,7 @@ from advanced_helpers import (CLOSE, DOOR, KNOCK_PORT, OPEN, PORT, AwpServer, ac
                               knock, open_session, post, post_sh, ref_mac,
                               refused, rejected, safe_now, send, udp_probe, wait_connect,
                               wait_second, write_private)
-from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from advanced_helpers import make_server, server, servers  # noqa: F401  (pytest fixtures)
 from harness import port_state
 from views import holders, on_every_backend, snapshot
 

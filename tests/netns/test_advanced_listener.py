@@ -14,7 +14,7 @@ import pytest
 from advanced_helpers import (DOOR, KNOCK_PORT, OPEN, PORT, SETTLE, knock, post, ref_mac,
                               safe_now, send, wait_connect,
                               write_private)
-from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from advanced_helpers import make_server, server, servers  # noqa: F401  (pytest fixtures)
 from harness import wait_for
 
 pytestmark = pytest.mark.netns

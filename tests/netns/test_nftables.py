@@ -11,16 +11,15 @@ Sources: the lab's clients, /32 addresses bound on client 1 (crowd.BOUND) and sp
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
-from advanced_helpers import DOOR as ADVANCED_DOOR
-from advanced_helpers import KNOCK_PORT, OPEN, safe_now, wait_connect
+from advanced_helpers import CLOSE, KNOCK_PORT, OPEN, refused, safe_now, send, wait_connect
 from advanced_helpers import PORT as ADVANCED_PORT
 from advanced_helpers import knock as advanced_knock
 from advanced_helpers import ref_mac, servers  # noqa: F401  (servers: a pytest fixture)
 from crowd import bind_sources, connect_all, datagrams, knock_all, spoofed_syns
 from harness import wait_for
+from simple_helpers import addr as server_addr
 from simple_helpers import (A, B, C, D, DOOR, E, OTHER_DOOR, OTHER_PORT, PORT, SEQ, apply, connects, knock,
                             netns_runner, plan_in, root_with, serve, setup)
 from views import awp_table, holders, snapshot, sources, status, without_awp
@@ -305,3 +304,73 @@ def test_shrinking_the_sets_below_what_they_hold_is_refused_and_changes_nothing(
     assert awp_table(lab3.server) == table
     knock(lab3, c1, (C, D, E))
     assert connects(lab3, c1)
+
+
+# --- 7. a switch of backend ------------------------------------------------------------------
+
+
+def test_switching_from_iptables_nft_to_nftables(lab, tmp_path, backend):
+    """awp applied on iptables-nft, c1 knocked and holds a session; the setting is switched to
+    nftables and applied: awp's iptables chains are gone, inet awp is there, the session
+    lives on, knocking works. c1's open window does not move across (it lived in xt_recent):
+    a new connection of c1 needs a new knock."""
+    c1, c2 = lab.clients
+    setup(lab, tmp_path, "iptables-nft", families=(4,), **TIMERS)
+    knock(lab, c1, SEQ)
+    session = c1.open_session(server_addr(lab, c1), PORT)
+    assert holders(lab.server) == {"iptables-nft"}
+    switched = apply(lab, root_with(tmp_path, backend, **TIMERS))
+    assert "removed awp's rules from the iptables-nft backend (now on nftables)" in switched.stdout
+    assert holders(lab.server) == {"nftables"}
+    assert session.alive(), "an established session survives the switch"
+    assert not connects(lab, c1, expect=False), "c1's window stayed behind in xt_recent"
+    assert not connects(lab, c2, expect=False)
+    knock(lab, c2, SEQ)
+    knock(lab, c1, SEQ)
+    assert connects(lab, c2) and connects(lab, c1)
+    assert session.alive()
+    session.close()
+
+
+# --- 8. the advanced listener on nftables ----------------------------------------------------
+
+DECISION = r"knock (accepted|rejected|nothing to close) .*src={} "
+
+
+def _decisions(srv, mark: int, src: str) -> list[str]:
+    regex = re.compile(DECISION.format(re.escape(src)))
+    return [line for line in srv.log.since(mark).splitlines() if regex.search(line)]
+
+
+def _one_datagram(srv, lab, payload: bytes, expect: str) -> str:
+    """Send payload once from c1; return its decision line, once a later datagram from c2 was
+    decided too (so that a second line about c1's, if the kernel logged it twice, would be
+    in the log by then)."""
+    c1, c2 = lab.clients
+    mark = srv.log.mark()
+    send(c1, lab.server_ip4(c1), [payload])
+    srv.log.wait(DECISION.format(re.escape(c1.ip4)), mark)
+    send(c2, lab.server_ip4(c2), [ref_mac("wrongsecret2", c2.ip4, safe_now()).encode() + b"\n"])
+    srv.log.wait(DECISION.format(re.escape(c2.ip4)), mark)
+    lines = _decisions(srv, mark, c1.ip4)
+    assert len(lines) == 1 and re.search(expect, lines[0]), lines
+    return lines[0]
+
+
+def test_one_datagram_one_decision_line_and_a_close_with_nothing_open(lab, servers, backend):
+    srv = servers(lab)
+    srv.start()
+    lab.server.serve_tcp(ADVANCED_PORT)
+    c1 = lab.clients[0]
+    dst = lab.server_ip4(c1)
+    log_rules = [l.strip() for l in awp_table(lab.server).splitlines() if " group " in l]
+    assert log_rules and all(r.endswith("drop") for r in log_rules), "every NFLOG rule ends the packet"
+
+    line = _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock nothing to close")
+    assert f"port={ADVANCED_PORT} knock_port={KNOCK_PORT} src={c1.ip4} " in line
+    _one_datagram(srv, lab, srv.macs.payload(OPEN, c1.ip4), "knock accepted action=open")
+    assert wait_connect(c1, dst, ADVANCED_PORT)
+    _one_datagram(srv, lab, ref_mac("wrongsecret1", c1.ip4, safe_now()).encode() + b"\n", "reason=bad-mac")
+    _one_datagram(srv, lab, b"0123456789", "reason=malformed")
+    _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock accepted action=close")
+    assert refused(c1, dst, ADVANCED_PORT)
