@@ -60,8 +60,8 @@ def test_listener_lifecycle(lab, server):
 
 
 def test_knock_queued_for_a_door_that_a_reapply_removes_does_not_end_the_listener(lab, make_server):
-    """A valid knock still queued when `awp -s -f` removes its door (and the kernel drops the
-    door's xt_recent list with its last rule) must not end the listener. SIGSTOP holds our
+    """A valid knock still queued when `awp -s -f` removes its door (on iptables the kernel
+    drops the door's xt_recent list with its last rule) must not end the listener. SIGSTOP holds our
     listener so that the knock is queued for sure; a busy listener (a flood: seconds of
     backlog, see test 8) opens the same window without it."""
     srv = make_server(advanced_list=DOOR + "2223,2001,opensecret2,closesecret2\n")
