@@ -10,6 +10,7 @@ Sources: the lab's clients, /32 addresses bound on client 1 (crowd.BOUND) and sp
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -18,7 +19,7 @@ from advanced_helpers import PORT as ADVANCED_PORT
 from advanced_helpers import knock as advanced_knock
 from advanced_helpers import ref_mac, servers  # noqa: F401  (servers: a pytest fixture)
 from crowd import bind_sources, connect_all, datagrams, knock_all, spoofed_syns
-from harness import wait_for
+from harness import awp_command, wait_for
 from simple_helpers import addr as server_addr
 from simple_helpers import (A, B, C, D, DOOR, E, OTHER_DOOR, OTHER_PORT, PORT, SEQ, apply, connects, knock,
                             netns_runner, plan_in, root_with, serve, setup)
@@ -376,3 +377,18 @@ def test_one_datagram_one_decision_line_and_a_close_with_nothing_open(lab, serve
     _one_datagram(srv, lab, b"0123456789", "reason=malformed")
     _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock accepted action=close")
     assert refused(c1, dst, ADVANCED_PORT)
+
+
+# --- bad environment: no nft program ----------------------------------------------------------
+
+
+def test_without_the_nft_program_the_error_names_the_setting(lab, tmp_path, backend):
+    """FW_PORTKNOCK_BACKEND="nftables" on a host where `nft` is not found (PATH without it)."""
+    root = root_with(tmp_path, backend)
+    before = snapshot(lab.server)
+    cmd, extra = awp_command()
+    result = lab.server.run(["env", "PATH=/nonexistent", *cmd, "--root", root, "-s", "-f"], check=False,
+                            env={**os.environ, **extra})
+    assert result.returncode == 6, result.stderr
+    assert result.stderr.startswith('awp: error: FW_PORTKNOCK_BACKEND="nftables" needs the nft program'), result.stderr
+    assert "Traceback" not in result.stderr and snapshot(lab.server) == before

@@ -181,6 +181,25 @@ def test_the_chosen_backend_alone_holds_awps_rules(lab, tmp_path, backend):
     assert not connects(lab, c2, expect=False)
 
 
+SETTING_VALUES = {  # FW_PORTKNOCK_BACKEND: (the backend it means here, warning)
+    "auto": ("nftables", None),
+    "nft": ("iptables-nft", 'FW_PORTKNOCK_BACKEND="nft" is deprecated .* write FW_PORTKNOCK_BACKEND="iptables-nft"'),
+    "legacy": ("iptables-legacy",
+               'FW_PORTKNOCK_BACKEND="legacy" is deprecated .* write FW_PORTKNOCK_BACKEND="iptables-legacy"'),
+}
+
+
+@pytest.mark.parametrize("value", sorted(SETTING_VALUES))
+def test_auto_and_the_old_backend_names(lab, tmp_path, value):
+    """`auto` (the default) picks nftables where nft works; the old names keep working for a
+    release, with a warning naming the new value."""
+    meant, warning = SETTING_VALUES[value]
+    result = apply(lab, root_with(tmp_path, value))
+    assert holders(lab.server) == {meant} and f"applied ({meant})" in result.stdout
+    warnings = [l for l in result.stderr.splitlines() if l.startswith("awp: warning: ")]
+    assert [bool(re.search(warning, l)) for l in warnings] == ([True] if warning else []), result.stderr
+
+
 # --- 17: awp status ---------------------------------------------------------------------------
 
 
