@@ -258,3 +258,13 @@ def test_ipv6_knock_opens_for_that_ipv6_source_only(lab, tmp_path, backend):
     assert connects(lab, c1, 6)
     assert not connects(lab, c2, 6, expect=False), "another IPv6 source"
     assert not connects(lab, c1, 4, expect=False), "the same client over IPv4"
+
+
+def test_with_ipv6_off_awp_leaves_ipv6_alone(lab, tmp_path, backend):
+    """FW_PORTKNOCK_IPV6="no": IPv4 is knocked as ever; IPv6 traffic passes awp untouched."""
+    c1, c2 = lab.clients
+    setup(lab, tmp_path, backend, FW_PORTKNOCK_IPV6="no")
+    assert connects(lab, c2, 6), "not protected over IPv6"
+    assert not connects(lab, c2, 4, expect=False)
+    knock(lab, c1, SEQ)
+    assert connects(lab, c1, 4)
