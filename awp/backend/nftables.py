@@ -146,6 +146,9 @@ class NftablesBackend:
         else:
             script = "".join([f"add table {T}\nflush table {T}\n",
                               *(f"delete chain {T} {c}\n" for c in sorted(now.chains - before.chains)),
+                              *(f"delete counter {T} {c}\n" for c in sorted(now.counters - before.counters)),
+                              *(f"delete {'map' if now.sets[n][1] else 'set'} {T} {n}\n"
+                                for n in sorted(set(now.sets) - set(before.sets))),
                               before.listing])
         if script:
             self._load(script, "rolling back")
