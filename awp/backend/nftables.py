@@ -87,6 +87,13 @@ def render_transaction(desired: NftRuleset, current: TableState, migrate: dict[s
     return "\n".join(lines) + "\n"
 
 
+def _overflowing(desired: NftRuleset, migrate: dict[str, list[str]]) -> str:
+    """"pos1_4: 1101 entries, ..." for the sets whose entries would not fit their new size."""
+    sizes = {s.name: s.size for s in desired.sets}
+    return ", ".join(f"{name}: {len(elems)} entries" for name, elems in sorted(migrate.items())
+                     if len(elems) > sizes[name])
+
+
 def _definition(s: NftSet) -> tuple:
     return (s.key, s.data, s.size)
 
@@ -117,13 +124,17 @@ class NftablesBackend:
         changed = (current.digest != desired.digest) if not desired.empty else current.exists
         migrate = self._migrations(desired, current) if changed else {}
         text = render_transaction(desired, current, migrate) if changed else ""
-        return Plan(self.name, changed, text, (current, desired))
+        return Plan(self.name, changed, text, (current, desired, _overflowing(desired, migrate)))
 
     def apply(self, plan: Plan) -> None:
         if not plan.changed:
             return
+        _, desired, overflowing = plan.steps
+        if overflowing:  # the kernel would refuse it with "Too many open files in system"
+            raise ApplyError(f"nftables: FW_PORTKNOCK_SET_SIZE={desired.sets[0].size} is smaller than what awp's "
+                             f"sets hold now ({overflowing}); nothing was changed. Choose a larger size, or "
+                             "apply again once those entries have timed out")
         self._load(plan.text, "loading")
-        _, desired = plan.steps
         log.info("loaded backend=nftables table=%s chains=%d digest=%s", T, len(desired.chains),
                  desired.digest or "none")
 
@@ -131,13 +142,16 @@ class NftablesBackend:
         """Put `inet awp` back as it was before `plan` was applied (set elements stay)."""
         if not plan.changed:
             return
-        before, _ = plan.steps
+        before = plan.steps[0]
         now = self.current()
         if not before.exists:
             script = f"delete table {T}\n" if now.exists else ""
         else:
             script = "".join([f"add table {T}\nflush table {T}\n",
                               *(f"delete chain {T} {c}\n" for c in sorted(now.chains - before.chains)),
+                              *(f"delete counter {T} {c}\n" for c in sorted(now.counters - before.counters)),
+                              *(f"delete {'map' if now.sets[n][1] else 'set'} {T} {n}\n"
+                                for n in sorted(set(now.sets) - set(before.sets))),
                               before.listing])
         if script:
             self._load(script, "rolling back")
@@ -150,10 +164,6 @@ class NftablesBackend:
             old = current.sets.get(s.name)
             if old is not None and old != _definition(s):
                 found[s.name] = [_element_text(e) for e in self.elements(s.name)]
-                if len(found[s.name]) > s.size:
-                    raise ApplyError(f"FW_PORTKNOCK_SET_SIZE={s.size} is smaller than the {len(found[s.name])} "
-                                     f"sources set {s.name} holds now; nothing was changed (awp(8), "
-                                     "WHAT A RE-APPLY DOES TO SOURCES)")
         return {name: elems for name, elems in found.items() if elems}
 
     def _load(self, script: str, what: str) -> None:

@@ -192,8 +192,10 @@ def test_rollback_of_a_reapply_loads_the_previous_table_back():
     nft.table = compile_nft(CONFIG)
     backend.rollback(plan)
     new = sorted({c.name for c in compile_nft(CONFIG).chains} - {c.name for c in compile_nft(SIMPLE_ONLY).chains})
+    counters = sorted(set(compile_nft(CONFIG).counters) - set(compile_nft(SIMPLE_ONLY).counters))
     assert new and nft.scripts[-1] == ("add table inet awp\nflush table inet awp\n"
                                        + "".join(f"delete chain inet awp {name}\n" for name in new)
+                                       + "".join(f"delete counter inet awp {name}\n" for name in counters)
                                        + sample("advanced-table.nft"))
 
 

@@ -61,10 +61,12 @@ with socket.socket(family, socket.SOCK_DGRAM) as s:
 print(json.dumps({"sent": sent, "errors": errors}))
 """
 
-def config_text(advanced: str = "yes", simple: str = "no", autoclose: int = 3600,
-                group: int | None = None) -> str:
-    lines = ['FW_PORTKNOCK="yes"', f'FW_PORTKNOCK_SIMPLE="{simple}"',
+def config_text(backend: str, advanced: str = "yes", simple: str = "no", autoclose: int = 3600,
+                group: int | None = None, **more: str) -> str:
+    """An awp config on FW_PORTKNOCK_BACKEND=`backend`; `more`: other settings, verbatim."""
+    lines = ['FW_PORTKNOCK="yes"', f'FW_PORTKNOCK_BACKEND="{backend}"', f'FW_PORTKNOCK_SIMPLE="{simple}"',
              f'FW_PORTKNOCK_ADVANCED="{advanced}"', f'FW_PORTKNOCK_AUTOCLOSE="{autoclose}"']
+    lines += [f'{key}="{value}"' for key, value in more.items()]
     if group is not None:
         lines.append(f'FW_PORTKNOCK_NFLOG_GROUP="{group}"')
     return "\n".join(lines) + "\n"
@@ -270,11 +272,12 @@ class AwpServer:
     process can only be one this test started.
     """
 
-    def __init__(self, lab, tmp_path, config: str, advanced: str | None = DOOR,
-                 simple: str | None = None):
+    def __init__(self, lab, tmp_path, backend: str, advanced_list: str | None = DOOR,
+                 simple_list: str | None = None, **settings):
         self.lab = lab
         self.host = lab.server
-        self.root = make_root(tmp_path, config, simple, advanced)
+        self.backend = backend
+        self.root = make_root(tmp_path, config_text(backend, **settings), simple_list, advanced_list)
         self.base = Path(self.root)
         self.log = ListenerLog(Root(self.base).listener_log)
         self.macs = Macs()
@@ -294,6 +297,10 @@ class AwpServer:
     @property
     def pidfile(self) -> Path:
         return Root(self.base).pidfile
+
+    def write_config(self, **settings) -> None:
+        """Replace the settings file: config_text(this server's backend, **settings)."""
+        write_private(self.config_path, config_text(self.backend, **settings))
 
     def awp(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.host.awp(list(args), self.root, timeout=timeout)
@@ -376,12 +383,13 @@ class AwpServer:
 
 
 @pytest.fixture
-def make_server(lab, tmp_path):
-    """AwpServer factory; every server made is cleaned up (listener stopped) afterwards."""
+def servers(tmp_path, backend):
+    """AwpServer factory for any lab, on the test's backend: servers(lab, ...); settings are
+    config_text()'s keywords. Every server made is cleaned up (listener stopped) afterwards."""
     made: list[AwpServer] = []
 
-    def make(config: str | None = None, advanced: str | None = DOOR, simple: str | None = None):
-        srv = AwpServer(lab, tmp_path, config or config_text(), advanced, simple)
+    def make(lab, advanced_list: str | None = DOOR, simple_list: str | None = None, **settings):
+        srv = AwpServer(lab, tmp_path, backend, advanced_list, simple_list, **settings)
         made.append(srv)
         return srv
 
@@ -393,6 +401,12 @@ def make_server(lab, tmp_path):
         except Exception as exc:  # clean up every server before reporting
             errors.append(exc)
     assert not errors, errors
+
+
+@pytest.fixture
+def make_server(lab, servers):
+    """servers() for the test's `lab`."""
+    return lambda *args, **kwargs: servers(lab, *args, **kwargs)
 
 
 @pytest.fixture

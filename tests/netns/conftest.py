@@ -16,6 +16,7 @@ HERE = str(Path(__file__).parent)
 if HERE not in sys.path:  # harness.py must import under --import-mode=importlib too
     sys.path.insert(0, HERE)
 from harness import Lab  # noqa: E402
+from views import BACKENDS  # noqa: E402
 
 
 def pytest_configure(config):
@@ -31,6 +32,13 @@ def _require_root() -> None:
 
 def _tag(request) -> str:
     return request.node.name.removeprefix("test_")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """FW_PORTKNOCK_BACKEND of this test's awp root: every behavioural test runs on each of
+    views.BACKENDS; views.on_every_backend adds iptables-legacy to a test."""
+    return request.param
 
 
 @pytest.fixture

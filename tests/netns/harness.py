@@ -304,6 +304,14 @@ class Host:
         lines = self.run([tool]).stdout.splitlines(keepends=True)
         return "".join(l for l in lines if not l.startswith(("# Generated", "# Completed")))
 
+    def nft(self, args: list[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """The nft program inside this namespace (`-f -` reads `input`)."""
+        return self.run(["nft", *args], input=input, check=check)
+
+    def nft_ruleset(self) -> str:
+        """`nft list ruleset`: every nftables table of this namespace, iptables-nft's included."""
+        return self.nft(["list", "ruleset"]).stdout
+
     def awp(self, args: list[str], root: str, check: bool = False,
             timeout: float = 60) -> subprocess.CompletedProcess:
         cmd, extra_env = awp_command()

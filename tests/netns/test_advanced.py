@@ -4,7 +4,9 @@ namespaces, real TCP connects to the protected port, the listener's log.
 The door in every test is `2222,2000,opensecret1,closesecret1` (advanced_helpers.DOOR).
 Packets are built with tests/unit/pknock_ref.py (not awp.otp) or sent by client/knock.sh
 and `awp knock`. Every test stops the listener it started (AwpServer.cleanup: `awp remove`,
-then SIGKILL by pid for any process still naming its root).
+then SIGKILL by pid for any process still naming its root). Each test runs on every backend
+of views.BACKENDS (make_server takes the `backend` fixture), the core ones on
+iptables-legacy too (views.on_every_backend).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import pytest
 from advanced_helpers import (CLOSE, DOOR, KNOCK_PORT, OPEN, PORT, AwpServer, accepted,
-                              assert_rejected, awp_knock, config_text, deliver, flood,
+                              assert_rejected, awp_knock, deliver, flood,
                               knock, open_session, post, post_sh, ref_mac,
                               refused, rejected, safe_now, send, udp_probe, wait_connect,
                               wait_second, write_private)
-from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from advanced_helpers import make_server, server, servers  # noqa: F401  (pytest fixtures)
 from harness import port_state
+from views import holders, on_every_backend, snapshot
 
 pytestmark = pytest.mark.netns
 
@@ -29,8 +32,9 @@ pytestmark = pytest.mark.netns
 # --- 1. open, close, sessions ------------------------------------------------------------
 
 
+@on_every_backend
 def test_open_is_for_the_knocker_only_and_close_spares_sessions(lab, make_server):
-    srv = make_server(config_text(group=4711))
+    srv = make_server(group=4711)
     srv.start()
     lab.server.serve_tcp(PORT)
     c1, c2 = lab.clients
@@ -135,7 +139,7 @@ def test_clock_skew_window_is_one_minute_either_side(lab, server):
 
 
 def test_grant_expires_in_the_kernel_with_the_listener_dead(lab, make_server):
-    srv = make_server(config_text(autoclose=10))
+    srv = make_server(autoclose=10)
     srv.start()
     lab.server.serve_tcp(PORT)
     c1 = lab.clients[0]
@@ -194,6 +198,7 @@ def test_knock_and_protected_ports_look_like_filtered_unused_ports(lab, server):
 # --- 7. re-apply keeps grants -----------------------------------------------------------------
 
 
+@on_every_backend
 def test_reapply_keeps_grants_and_reloads_the_listener(lab, server):
     c1, c2 = lab.clients
     d1, d2 = lab.server_ip4(c1), lab.server_ip4(c2)
@@ -207,7 +212,7 @@ def test_reapply_keeps_grants_and_reloads_the_listener(lab, server):
     assert server.pid() == pid
     assert wait_connect(c1, d1), "grant lost by re-applying the same configuration"
 
-    write_private(server.config_path, config_text(simple="yes"))
+    server.write_config(simple="yes")
     write_private(server.simple_path, "2223:7481,2203,9127\n")
     mark = server.log.mark()
     out = server.apply()
@@ -250,6 +255,9 @@ def bad_packets(c1, c2, valid: str) -> list[tuple[str, bytes, str]]:
 # the listener's CPU time, since on a box shared with other test runs (load 4 on 2 CPUs) the
 # wall time varied from 3.2 to 9.2 s with the same code; the wall time is bounded at 30 s.
 FLOOD_SETTLE = 6.0
+# 50,000 since the test runs on every backend: half the time, and room under the bound when
+# other namespaces load the machine (100,000 took 7.2 s once while another flood ran).
+JUNK = 50_000
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,8 +284,8 @@ def test_bad_packets_neither_crash_nor_open_and_a_flood_does_not_lock_out(lab, s
     knock(server, c1, dst, CLOSE, "close")
     assert refused(c1, dst)
 
-    sent = flood(c1, dst, 100_000)
-    assert sent["sent"] >= 90_000, sent
+    sent = flood(c1, dst, JUNK)
+    assert sent["sent"] >= JUNK * 0.9, sent
     mark = server.log.mark()
     started, cpu = time.monotonic(), cpu_seconds(pid)
     send(c1, dst, [server.macs.payload(OPEN, c1.ip4)])
@@ -292,6 +300,7 @@ def test_bad_packets_neither_crash_nor_open_and_a_flood_does_not_lock_out(lab, s
 # --- 9. IPv6 ----------------------------------------------------------------------------------
 
 
+@on_every_backend
 def test_ipv6_grants_the_v6_source_only(lab, server):
     lab.server.serve_tcp(PORT, 6)
     c1, c2 = lab.clients
@@ -378,16 +387,12 @@ def install_list(srv: AwpServer, advanced: str, simple: str | None, mode) -> Non
         srv.advanced_path.symlink_to(target)
     else:
         write_private(srv.advanced_path, advanced, mode)
-    write_private(srv.config_path, config_text(simple="yes" if simple else "no"))
+    srv.write_config(simple="yes" if simple else "no")
     if simple:
         write_private(srv.simple_path, simple)
 
 
-def firewall(host) -> tuple[str, str]:
-    return host.iptables_save(4), host.iptables_save(6)
-
-
-def bad_list_problems(srv: AwpServer, name: str, saved: tuple[str, str]) -> list[str]:
+def bad_list_problems(srv: AwpServer, name: str, saved: dict[str, str]) -> list[str]:
     advanced, simple, mode, line = BAD_LISTS[name]
     install_list(srv, advanced, simple, mode)
     proc = srv.awp("-s", "-f")
@@ -400,15 +405,15 @@ def bad_list_problems(srv: AwpServer, name: str, saved: tuple[str, str]) -> list
         f"file/line not named ({where}): {errors}" if errors and where not in errors[0] else "",
         "traceback" if "Traceback" in output else "",
         "secret shown" if any(s in output for s in secrets_in(advanced)) else "",
-        "firewall changed" if firewall(srv.host) != saved else "",
+        "firewall changed" if snapshot(srv.host) != saved else "",
     ]
     return [f"{name}: {p}" for p in problems if p]
 
 
 def test_bad_advanced_lists_are_refused_before_the_kernel(lab, server):
     pid = server.pid()
-    saved = firewall(lab.server)
-    assert "AWP-INPUT" in saved[0]
+    saved = snapshot(lab.server)
+    assert holders(lab.server) == {server.backend}
     problems = []
     for name in BAD_LISTS:
         problems += bad_list_problems(server, name, saved)

@@ -11,11 +11,12 @@ import sys
 import time
 
 import pytest
-from advanced_helpers import (DOOR, KNOCK_PORT, OPEN, PORT, SETTLE, config_text, knock, post, ref_mac,
+from advanced_helpers import (DOOR, KNOCK_PORT, OPEN, PORT, SETTLE, knock, post, ref_mac,
                               safe_now, send, wait_connect,
                               write_private)
-from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from advanced_helpers import make_server, server, servers  # noqa: F401  (pytest fixtures)
 from harness import wait_for
+from views import snapshot
 
 pytestmark = pytest.mark.netns
 
@@ -47,7 +48,7 @@ def test_listener_lifecycle(lab, server):
     assert wait_connect(c1, dst)
 
     write_private(server.advanced_path, DOOR)
-    write_private(server.config_path, config_text(advanced="no"))
+    server.write_config(advanced="no")
     out = server.apply()
     assert "port knocking is off" in out.stdout
     wait_for(lambda: not server.listeners(), SETTLE, "FW_PORTKNOCK_ADVANCED=no to stop the listener")
@@ -60,11 +61,11 @@ def test_listener_lifecycle(lab, server):
 
 
 def test_knock_queued_for_a_door_that_a_reapply_removes_does_not_end_the_listener(lab, make_server):
-    """A valid knock still queued when `awp -s -f` removes its door (and the kernel drops the
-    door's xt_recent list with its last rule) must not end the listener. SIGSTOP holds our
+    """A valid knock still queued when `awp -s -f` removes its door (on iptables the kernel
+    drops the door's xt_recent list with its last rule) must not end the listener. SIGSTOP holds our
     listener so that the knock is queued for sure; a busy listener (a flood: seconds of
     backlog, see test 8) opens the same window without it."""
-    srv = make_server(advanced=DOOR + "2223,2001,opensecret2,closesecret2\n")
+    srv = make_server(advanced_list=DOOR + "2223,2001,opensecret2,closesecret2\n")
     pid = srv.start()
     lab.server.serve_tcp(PORT)
     c1 = lab.clients[0]
@@ -152,3 +153,33 @@ def test_new_door_works_as_soon_as_awp_returns(lab, make_server):
         if not wait_connect(c1, dst, port, timeout=1.0):
             missed.append(f"door {port}: {srv.log.since(mark).strip()}")
     assert not missed, "new doors that did not open:\n" + "\n".join(missed)
+
+
+# --- 15. (beyond the brief) a listener that cannot start puts the firewall back ---------------
+
+HOLD_GROUP = r"""
+import sys, time
+from awp.knockd.nflog import NflogSocket
+sock = NflogSocket(int(sys.argv[1]))
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("before", ["nothing", "a simple door"])
+def test_a_listener_that_cannot_start_puts_the_firewall_back(lab, make_server, before):
+    """Another process holds the NFLOG group, so the listener cannot bind it: `awp -s -f`
+    fails (exit 7) and the kernel is as it was before, whether awp had nothing loaded or an
+    older ruleset (here: a simple door, no listener)."""
+    holder = lab.server.spawn([sys.executable, "-c", HOLD_GROUP, "4747"], stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"holding\n"
+    srv = make_server(simple_list="2223:7481,2203,9127\n", simple="yes")
+    if before != "nothing":
+        srv.write_config(advanced="no", simple="yes")
+        srv.apply()
+        srv.write_config(simple="yes")
+    saved = snapshot(lab.server)
+    failed = srv.awp("-s", "-f")
+    assert failed.returncode == 7, failed.stderr
+    assert "listener exited" in failed.stderr and "Traceback" not in failed.stderr
+    assert snapshot(lab.server) == saved

@@ -1,5 +1,6 @@
 """python-iptables' role: reading the legacy tables for `awp status`. It must see exactly what
-iptables-legacy-save -c shows, and it must never be used on nf_tables rules."""
+iptables-legacy-save -c shows, and it must never be used on nf_tables rules. iptables-legacy
+only, by nature; test_simple.py's status test reads every backend's counters."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _read(host, family: int) -> dict:
 
 def test_iptc_counters_match_legacy_save(lab, tmp_path):
     server, client = lab.server, lab.clients[0]
-    root = make_root(tmp_path, CONFIG.format(variant="legacy"), DOOR, None)
+    root = make_root(tmp_path, CONFIG.format(variant="iptables-legacy"), DOOR, None)
     server.serve_tcp(22)
     assert server.awp(["-s", "-f"], root).returncode == 0
     addr = lab.server_ip4(client)
@@ -47,7 +48,7 @@ def test_iptc_counters_match_legacy_save(lab, tmp_path):
 
 def test_legacy_backend_rules_are_invisible_to_nft_and_vice_versa(lab, tmp_path):
     server = lab.server
-    root = make_root(tmp_path, CONFIG.format(variant="legacy"), DOOR, None)
+    root = make_root(tmp_path, CONFIG.format(variant="iptables-legacy"), DOOR, None)
     assert server.awp(["-s", "-f"], root).returncode == 0
     assert "AWP-INPUT" in server.iptables_save(4, "legacy")
     assert "AWP-INPUT" not in server.iptables_save(4, "nft")
