@@ -175,7 +175,11 @@ def assert_stealthy(states: dict[str, str], when: str) -> None:
     assert states["protected tcp"] == states["filtered tcp"], f"{when}: {states}"
 
 
-def test_knock_and_protected_ports_look_like_filtered_unused_ports(lab, server):
+def test_knock_and_protected_ports_look_like_filtered_unused_ports(lab, make_server):
+    """Drop style (test_stealth.py covers the reject style and auto)."""
+    server = make_server(FW_PORTKNOCK_STEALTH="drop")
+    server.start()
+    lab.server.serve_tcp(PORT)
     c1, c2 = lab.clients
     d1, d2 = lab.server_ip4(c1), lab.server_ip4(c2)
     lab.server.iptables(["-A", "INPUT", "-p", "udp", "--dport", REF_UDP, "-j", "DROP"])

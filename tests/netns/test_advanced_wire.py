@@ -10,7 +10,7 @@ import time
 import pytest
 from advanced_helpers import (CLOSE, KNOCK_PORT, OPEN, accepted, ref_mac, refused, rejected, safe_now,
                               send, wait_connect)
-from advanced_helpers import make_server, server  # noqa: F401  (pytest fixtures)
+from advanced_helpers import make_server, server, servers  # noqa: F401  (pytest fixtures)
 from simple_helpers import count_rule, raw_counts
 
 pytestmark = pytest.mark.netns

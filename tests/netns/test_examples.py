@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from advanced_helpers import (KNOCK_SH, config_text, deliver, refused, wait_connect, write_private)
-from advanced_helpers import make_server  # noqa: F401  (pytest fixture)
+from advanced_helpers import make_server, servers  # noqa: F401  (pytest fixtures)
 from harness import REPO, make_root
 from simple_helpers import addr, connects
 
@@ -124,7 +124,9 @@ def test_shipped_advanced_example_installed_as_documented_opens_and_closes(lab, 
     c1, c2 = lab.clients
     config = shipped("config").replace('FW_PORTKNOCK_ADVANCED="no"', 'FW_PORTKNOCK_ADVANCED="yes"')
     assert 'FW_PORTKNOCK_ADVANCED="yes"' in config
-    srv = make_server(config, advanced=None, simple=shipped("firewall/simple-portknock-list"))
+    srv = make_server(None, simple_list=shipped("firewall/simple-portknock-list"))
+    write_private(srv.config_path, config.replace('FW_PORTKNOCK_BACKEND="auto"',
+                                                  f'FW_PORTKNOCK_BACKEND="{srv.backend}"'))
     install_shipped_advanced(srv)
     srv.start()
     lab.server.serve_tcp(2222)
@@ -141,7 +143,7 @@ def test_shipped_advanced_example_installed_as_documented_opens_and_closes(lab, 
 
 def test_aeo_advanced_example_opens_each_door_for_the_knocker(lab, tmp_path, make_server):
     c1, c2 = lab.clients
-    srv = make_server(config_text(), advanced=AEO_ADVANCED)
+    srv = make_server(AEO_ADVANCED)
     proc = srv.awp("check")
     assert proc.returncode == 0 and proc.stderr.count("awp: warning:") == 3, proc.stderr  # 3 short secrets
     assert not any(s in proc.stdout + proc.stderr for s in ("hipjazz", "superawesome", "elite", "october"))

@@ -44,7 +44,7 @@ def test_protected_port_drops_everything_before_a_knock(lab, tmp_path, backend):
     c1, c2 = lab.clients
     serve(lab)
     assert connects(lab, c1) and connects(lab, c2, 6), "control: the service is reachable before awp"
-    apply(lab, root_with(tmp_path, backend))
+    apply(lab, root_with(tmp_path, backend, FW_PORTKNOCK_STEALTH="drop"))  # reject style: test_stealth.py
     for client in (c1, c2):
         for family in (4, 6):
             assert not connects(lab, client, family, expect=False)
@@ -117,7 +117,8 @@ def test_telnet_at_default_timings_opens_despite_retransmits(lab3, tmp_path, bac
     the kernel default of this namespace (linear: every ~1 s). A 3-knock door: every knock
     costs 4.5 s."""
     c1, c2, c3 = lab3.clients
-    setup(lab3, tmp_path, backend, SHORT_DOOR, FW_PORTKNOCK_STEP_TIMEOUT="10", FW_PORTKNOCK_OPEN_WINDOW="10")
+    setup(lab3, tmp_path, backend, SHORT_DOOR, FW_PORTKNOCK_STEP_TIMEOUT="10", FW_PORTKNOCK_OPEN_WINDOW="10",
+          FW_PORTKNOCK_STEALTH="drop")  # retransmits happen only when knocks get no answer
     for client in (c1, c2):
         _classic_syn_timing(client)
     runs = ((c1, 4), (c2, 6), (c3, 4))
@@ -185,7 +186,7 @@ def test_sources_mid_sequence_do_not_disturb_each_other(lab3, tmp_path, backend)
 @pytest.mark.parametrize("family", [4, 6])
 def test_knock_ports_give_no_answer(lab, tmp_path, backend, family):
     c1 = lab.clients[0]
-    setup(lab, tmp_path, backend)
+    setup(lab, tmp_path, backend, FW_PORTKNOCK_STEALTH="drop")  # reject style: test_stealth.py
     assert probe(lab, c1, WRONG, family) == "refused", "control: a closed port answers with RST"
     server, client = lab.server, (c1.ip6 if family == 6 else c1.ip4)
     icmp = ["-p", "ipv6-icmp", "--icmpv6-type", "destination-unreachable"] if family == 6 else ["-p", "icmp"]
@@ -214,9 +215,11 @@ def test_open_window_ends_new_connections_but_not_established_ones(lab, tmp_path
 
 def test_sequential_scan_does_not_open_a_non_monotonic_door(lab, tmp_path, backend):
     c1 = lab.clients[0]
-    root = setup(lab, tmp_path, backend, "22:700,300,900\n", FW_PORTKNOCK_OPEN_WINDOW="30")
+    root = setup(lab, tmp_path, backend, "22:700,300,900\n", FW_PORTKNOCK_OPEN_WINDOW="30",
+                 FW_PORTKNOCK_STEALTH="drop")  # the filtered ports' retries; test_stealth.py: rejects
     check = lab.server.awp(["check"], root)
-    assert check.returncode == 0 and "warning" not in (check.stdout + check.stderr).lower()
+    warnings = [line for line in check.stderr.splitlines() if "warning" in line]
+    assert check.returncode == 0 and warnings == [line for line in warnings if "FW_PORTKNOCK_STEALTH" in line]
     for scan in ("-sS", "-sT"):
         out = c1.nmap(["-Pn", "-r", "-p1-1024", scan, addr(lab, c1)], timeout=120)
         assert port_state(out, PORT) == "filtered", out
