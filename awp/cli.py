@@ -187,7 +187,7 @@ def cmd_status(root, args) -> int:
     if getattr(args, "json", False):
         from awp.status_json import status_document
         import json
-        out.print(json.dumps(status_document(st), indent=2), markup=False, soft_wrap=True)
+        sys.stdout.write(json.dumps(status_document(st), indent=2) + "\n")  # not rich: 100k sources
         return 0
     config, seen = st.config, st.inspection
     out.print(_doors_table(config, seen.counters))

@@ -84,10 +84,14 @@ def remove(root: Root, runner=None) -> tuple[str, ...]:
     """Stop the listener and remove awp's state from every backend that holds some."""
     from awp.knockd import control
 
-    off = Config(Settings(enabled=False))
     with exclusive(root.lock):
         control.stop(root)
-        return tuple(b.name for b in _backends(runner) if _take_down(b, off))
+        removed = []
+        for backend, plan in _holding(runner):
+            backend.apply(plan)
+            log.info("removed awp's state backend=%s", backend.name)
+            removed.append(backend.name)
+        return tuple(removed)
 
 
 def status(root: Root, runner=None) -> Status:
@@ -97,8 +101,7 @@ def status(root: Root, runner=None) -> Status:
     backend = select(config.settings.backend, runner)
     inspection = backend.inspect(resolve_stealth(config, backend))
     pid = control.running_pid(root)
-    off = Config(Settings(enabled=False))
-    elsewhere = tuple(b.name for b in _backends(runner) if b.name != backend.name and b.plan(off).changed)
+    elsewhere = tuple(b.name for b, _ in _holding(runner, skip=backend.name))
     return Status(config, inspection, pid, control.supervisor_pid(root), _listener_state(root) if pid else None,
                   elsewhere)
 
@@ -127,38 +130,33 @@ def _sync_listener(root: Root, config: Config, backend: Backend, plan: Plan) -> 
     return None
 
 
-def _backends(runner) -> list[Backend]:
-    """Every backend this host can run, for removal."""
+def _holding(runner, skip: str | None = None) -> list[tuple[Backend, Plan]]:
+    """The backends this host can run, other than `skip`, that hold awp state, each with the
+    plan that removes it."""
+    off = Config(Settings(enabled=False))
     found = []
     for name in NAMES:
+        if name == skip:
+            continue
         try:
             backend = select(name, runner)
-            backend.plan(Config(Settings(enabled=False)))
+            plan = backend.plan(off)
         except AwpError:
             continue
-        found.append(backend)
+        if plan.changed:
+            found.append((backend, plan))
     return found
-
-
-def _take_down(backend: Backend, off: Config) -> bool:
-    plan = backend.plan(off)
-    if plan.changed:
-        backend.apply(plan)
-        log.info("removed awp's state backend=%s", backend.name)
-    return plan.changed
 
 
 def _remove_others(chosen: Backend, runner) -> tuple[str, ...]:
     """After a switch of backend (say, iptables-nft to nftables): the new one protects the
-    ports already, so the old one's rules can go; with FW_PORTKNOCK off, so can everything."""
-    off = Config(Settings(enabled=False))
+    ports already, so the old one's rules can go."""
     removed = []
-    for backend in _backends(runner):
-        if backend.name == chosen.name:
-            continue
+    for backend, plan in _holding(runner, skip=chosen.name):
         try:
-            if _take_down(backend, off):
-                removed.append(backend.name)
+            backend.apply(plan)
+            log.info("removed awp's state backend=%s", backend.name)
+            removed.append(backend.name)
         except (ApplyError, EnvironmentProblem) as exc:
             log.warning("could not remove awp's rules from backend=%s: %s", backend.name, exc)
     return tuple(removed)

@@ -25,8 +25,8 @@ T = f"{FAMILY} {TABLE}"
 def nft_usable(runner: Runner = run) -> bool:
     """`nft` exists and the kernel answers nf_tables requests (or would, to root: a check run
     by another user is told "Operation not permitted")."""
-    try:
-        result = runner(["nft", "list", "tables"])
+    try:  # check mode: the kernel validates the batch and nothing is listed or changed
+        result = runner(["nft", "-c", "add", "table", FAMILY, TABLE])
     except EnvironmentProblem:
         return False
     return result.returncode == 0 or "Operation not permitted" in result.stderr
@@ -187,9 +187,8 @@ class NftablesBackend:
 
     def elements(self, name: str) -> list[dict]:
         """Elements of one set or map: {"key": (addr, port) or addr, "value", "expires"}."""
-        result = self._nft("-j", "list", "set", FAMILY, TABLE, name, check=False)
-        if result.returncode != 0:
-            result = self._nft("-j", "list", "map", FAMILY, TABLE, name, check=False)
+        kind = "map" if name.startswith("progress") else "set"
+        result = self._nft("-j", "list", kind, FAMILY, TABLE, name, check=False)
         if result.returncode != 0:
             return []
         return parse_elements(json.loads(result.stdout or "{}"))

@@ -113,7 +113,7 @@ class FakeNft:
         self.calls.append((list(argv), stdin))
         if not self.usable:
             return NO_NF_TABLES
-        if argv == ["nft", "list", "tables"]:
+        if argv == ["nft", "-c", "add", "table", "inet", "awp"]:
             return Result(0, "table inet awp\n" if self.table else "", "")
         if argv == ["nft", "-f", "-"]:
             return self.load(stdin) if callable(self.load) else self.load

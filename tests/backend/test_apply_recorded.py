@@ -39,7 +39,7 @@ def test_auto_without_nft_detects_the_variant_from_iptables_version(version, nam
     runner = Recorder(version=version)
     backend = select("auto", runner)
     assert backend.name == name and [t.tool for t in backend.tables] == tools
-    assert runner.calls == [(["nft", "list", "tables"], None), (["iptables", "-V"], None)]
+    assert runner.calls == [(["nft", "-c", "add", "table", "inet", "awp"], None), (["iptables", "-V"], None)]
 
 
 def test_auto_without_the_nft_program_detects_the_variant_too():

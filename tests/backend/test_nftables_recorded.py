@@ -39,8 +39,9 @@ def plan_apply(nft: FakeNft, config: Config = CONFIG):
 
 
 def writes(nft: FakeNft) -> list[list[str]]:
-    """Every call that is not a read (`nft list ...`, `nft -j ... list ...`)."""
-    return [argv for argv, _ in nft.calls if "list" not in argv]
+    """Every call that is not a read (`nft list ...`, `nft -j ... list ...`) or the check-mode
+    probe (`nft -c ...`, which the kernel validates and never applies)."""
+    return [argv for argv, _ in nft.calls if "list" not in argv and "-c" not in argv]
 
 
 # --- apply ----------------------------------------------------------------------------------
@@ -146,12 +147,12 @@ def test_nftables_chosen_where_nft_fails_names_the_setting(runner):
 def test_auto_picks_nftables_where_nft_works():
     nft = FakeNft()
     assert select("auto", nft).name == "nftables"
-    assert [argv for argv, _ in nft.calls] == [["nft", "list", "tables"]]
+    assert [argv for argv, _ in nft.calls] == [["nft", "-c", "add", "table", "inet", "awp"]]
 
 
 def test_listing_error_other_than_a_missing_table_is_an_apply_error():
     def runner(argv, stdin=None):
-        return Result(0, "", "") if argv[2:] == ["tables"] else NO_NF_TABLES
+        return Result(0, "", "") if "-c" in argv else NO_NF_TABLES
     with pytest.raises(ApplyError) as info:
         NftablesBackend(runner).plan(CONFIG)
     assert "Operation not supported" in str(info.value)
