@@ -10,7 +10,9 @@ real addresses of client 1, send knock 4 and connect: did their progress survive
 crowd? Then every source sends knock 4, the state is read again (sources let in), and the
 other half of the sample connects without knocking: did their grant survive? Rounds are
 paced (a rate the server's receive CPU keeps up with; `lost` says if it did not), and the
-step timeout and open window are 300 s, so nothing expires while N sources knock.
+step timeout and open window are 300 s, so nothing expires while N sources knock. A last
+run gives awp nftables sets of 65,536 (FW_PORTKNOCK_SET_SIZE) at the largest N, to show
+what a full set does.
 
 It prints figures and asserts nothing. bench/README.md explains every column.
 """
@@ -27,10 +29,11 @@ from dataclasses import dataclass
 import addresses
 from benchlib import Knocker, Lab, Sender, fmt, header, link_rx, progress, steer_rx, table
 from rulesets import LEGIT_PORT, make_doors
-from subjects import Timing, all_subjects
+from subjects import Awp, Timing, all_subjects
 
 TIMING = Timing(step=300, window=300)
 CROWD_SPORT = 40001
+SMALL_SET = 65536  # one more awp run at the largest N, with sets too small for it: what a full set does
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,9 @@ class Capacity:
             return {**row, "error": loaded.error}
         try:
             rounds = [self.round(n, port) for port in self.door[1][:3]]
+            start = time.monotonic()
             state = subject.state()
+            row["read_s"] = time.monotonic() - start
             row["held"] = state.knocked.get(3, 0)
             row["progress_ok"] = sum(self.connect(src, [self.door[1][3]]) for src in progress_probe)
             rounds.append(self.round(n, self.door[1][3]))
@@ -101,9 +106,12 @@ def measure(lab: Lab, workdir: str, plan: Plan) -> dict:
     addresses.add_addresses(lab.clients[0], probes)
     bench = Capacity(lab, plan)
     rows = []
+    small = Awp(lab.server, workdir, "nftables", TIMING, set_size=SMALL_SET)
+    small.name = f"awp nftables, set size {SMALL_SET}"
+    runs = [(s, plan.counts) for s in all_subjects(lab.server, workdir, TIMING)] + [(small, plan.counts[-1:])]
     try:
-        for subject in all_subjects(lab.server, workdir, TIMING):
-            for n in plan.counts:
+        for subject, counts in runs:
+            for n in counts:
                 progress(f"{subject.name}: {n} sources")
                 rows.append(bench.measure(subject, n))
     finally:
@@ -123,14 +131,16 @@ def report(results: dict, plan: Plan) -> None:
     rows = []
     for r in results["rows"]:
         if "error" in r:
-            rows.append([r["subject"], str(r["n"]), *["-"] * 7, f"did not load: {r['error']}"])
+            rows.append([r["subject"], str(r["n"]), *["-"] * 8, f"did not load: {r['error']}"])
             continue
         a, b = r["probes"]
         rows.append([r["subject"], str(r["n"]), str(r["held"]), fmt(r["held"] / r["n"]), f"{r['progress_ok']}/{a}",
                      str(r["open"]), fmt(r["open"] / r["n"]), f"{r['grant_ok']}/{b}", fmt(r["lost_pct"], ".1f"),
-                     refused_text(r)])
+                     fmt(r["read_s"], ".1f"), refused_text(r)])
     print(table(["ruleset", "sources", "at 3/4 knocks", "held/N", "sample completes", "let in", "open/N",
-                 "sample connects", "lost %", "refused (awp counters)"], rows))
+                 "sample connects", "lost %", "state read s", "refused (awp counters)"], rows))
+    print("   state read s: reading the kernel's state after 3 knocks (awp: `awp status --json`; bare nftables: "
+          "nft -j list set; naive: /proc/net/xt_recent)")
 
 
 def main(argv: list[str] | None = None) -> int:
