@@ -34,8 +34,11 @@ lint: setup
 	shellcheck client/knock.sh bin/awp
 	for m in man/*.[0-9]; do man --warnings -l $$m >/dev/null; done
 
+# The issue-6 figures, one script each (bench/README.md); make bench BENCH_FLAGS=--quick
+BENCHES     := capacity flood latency cost load memory
+BENCH_FLAGS ?=
 bench: setup
-	$(VENV)/bin/python bench/simple_bench.py
+	@for b in $(BENCHES); do $(VENV)/bin/python bench/$${b}_bench.py $(BENCH_FLAGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,7 +1,7 @@
 """awp advanced-mode benchmark: knock-to-open latency of a one-time-password knock, and how
 much junk the listener (awp knockd) absorbs while a valid knock still gets through.
 
-    sudo .venv/bin/python bench/advanced_bench.py [--quick] [--backend auto|legacy|nft]
+    sudo .venv/bin/python bench/advanced_bench.py [--quick] [--backend auto|nftables|iptables-nft|iptables-legacy]
 
 It prints figures and asserts nothing. Progress goes to stderr, results to stdout.
 bench/README.md explains every column.
@@ -202,7 +202,7 @@ def report(results: dict, plan: Plan, backend: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer trials and rates (under a minute)")
-    p.add_argument("--backend", choices=("auto", "legacy", "nft"), default="auto",
+    p.add_argument("--backend", choices=("auto", "nftables", "iptables-nft", "iptables-legacy"), default="auto",
                    help="FW_PORTKNOCK_BACKEND for the run (default: auto)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:

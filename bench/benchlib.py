@@ -32,6 +32,7 @@ PKNOCK_REF_DIR = REPO / "tests" / "unit"
 TICK = os.sysconf("SC_CLK_TCK")
 SOFTIRQ_CPU = 0  # every packet the server receives is processed here (RPS), see steer_rx
 CLIENT_CPU = 1  # client programs run here, so they do not compete with that softirq
+READY_LIMIT = 60.0  # seconds sender.py may take to build its packets
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -66,6 +67,30 @@ def revision() -> str:
                                        text=True).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     return commit + (" + uncommitted changes" if git("status", "--porcelain", "--", "awp") else "")
+
+
+def progress(text: str) -> None:
+    """A progress line on stderr (results go to stdout)."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+
+
+def header(title: str, quick: bool, argv: list[str]) -> None:
+    """Date, machine, tools, awp revision, the command, and how busy the machine was."""
+    print(f"{title} ({'quick' if quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M %Z')}, awp {revision()}")
+    print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {tool_version(['nft', '--version'])}, "
+          f"{tool_version(['iptables', '-V'])}")
+    print(f"command: {' '.join(argv)}; load average at start: {load_average()}")
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -157,6 +182,9 @@ class Sender:
         self.limit = float(args["seconds"]) + 15
         self.proc = host.spawn([PYTHON, SENDER, json.dumps(args)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE)
+        if read_line(self.proc, READY_LIMIT) != "ready\n":  # packets built, sending starts
+            stop(self.proc)
+            raise RuntimeError("sender.py did not start")
 
     def stop(self) -> dict:
         try:
@@ -184,9 +212,17 @@ class Knocker:
         self.proc = host.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def trial(self, request: dict) -> dict:
+        self.start(request)
+        return self.result()
+
+    def start(self, request: dict) -> None:
+        """Send one request; result() waits for its answer (several knockers run at once)."""
+        self.limit = float(request["bound"]) + float(request.get("gap", 0)) * len(request.get("knocks", ())) + 10
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
-        line = read_line(self.proc, float(request["bound"]) + 10)
+
+    def result(self) -> dict:
+        line = read_line(self.proc, self.limit)
         if not line:
             raise RuntimeError("knocker.py did not answer")
         return json.loads(line)

@@ -4,15 +4,16 @@ Reads one JSON request per line on stdin, answers one JSON line per request, end
 (or after MAX_TRIALS). A request:
 
     {"kind": "tcp", "dst": "198.18.1.1", "port": 2222, "knocks": [7481, 2203, 9127, 4410],
-     "src": null, "bound": 1.0}
+     "src": null, "bound": 1.0, "gap": 1.0, "poll": 0.001}
     {"kind": "udp", "dst": "198.18.1.1", "port": 2222, "knock_port": 2000,
      "secret": "...", "src": "198.18.1.10", "bound": 2.0}
 
 The clock starts just before the first knock leaves. tcp: one non-blocking connect() per
 knock port, each socket closed at once (a closed SYN_SENT socket never retransmits, so a
-lost knock stays lost). udp: one datagram with a valid one-time password for `src`
-(tests/unit/pknock_ref.py). Then a non-blocking connect() to `port` every POLL seconds,
-each kept for KEEP seconds, until one completes or `bound` seconds have passed.
+lost knock stays lost), `gap` seconds apart (default 0: back to back). udp: one datagram with a valid one-time password for `src`
+(tests/unit/pknock_ref.py). Then a non-blocking connect() to `port` every `poll` seconds
+(default POLL), each kept for KEEP seconds (at most MAX_PENDING at once), until one completes or `bound` seconds have
+passed since the last knock.
 Answer: {"ok": bool, "ms": latency or null, "polls": n}.
 """
 
@@ -30,6 +31,9 @@ KEEP = 0.95  # under the first SYN retransmission (1 s): a poll is one SYN, but 
 # its SYN-ACK as long as it can, since a busy server delays it
 MAX_TRIALS = 10_000
 MAX_BOUND = 10.0
+MAX_GAP = 5.0
+MIN_POLL = 0.0005
+MAX_PENDING = 200  # poll sockets kept at once (select() takes descriptors below 1024)
 
 
 def new_socket(kind: int, src: str | None) -> socket.socket:
@@ -41,9 +45,14 @@ def new_socket(kind: int, src: str | None) -> socket.socket:
 
 
 def knock_tcp(req: dict) -> None:
+    gap = min(float(req.get("gap", 0)), MAX_GAP)
     socks = [new_socket(socket.SOCK_STREAM, req.get("src")) for _ in req["knocks"]]
-    for sock, port in zip(socks, req["knocks"]):
+    for i, (sock, port) in enumerate(zip(socks, req["knocks"])):
+        if i and gap:
+            time.sleep(gap)
         sock.connect_ex((req["dst"], port))
+        if gap:
+            sock.close()  # before its SYN is retransmitted (1 s), which would knock again out of order
     for sock in socks:
         sock.close()
 
@@ -61,7 +70,8 @@ def udp_payload(req: dict) -> bytes:
 
 def poll_connect(req: dict, start: float) -> tuple[float | None, int]:
     """Seconds from start to the first completed connect, or None; and polls sent."""
-    deadline = start + min(float(req["bound"]), MAX_BOUND)
+    deadline = time.perf_counter() + min(float(req["bound"]), MAX_BOUND)
+    poll = max(float(req.get("poll", POLL)), MIN_POLL)
     pending: list[tuple[socket.socket, float]] = []
     polls = 0
     try:
@@ -70,10 +80,12 @@ def poll_connect(req: dict, start: float) -> tuple[float | None, int]:
             sock.connect_ex((req["dst"], req["port"]))
             pending.append((sock, time.perf_counter()))
             polls += 1
-            done = wait_tick(pending, time.perf_counter() + POLL)
+            done = wait_tick(pending, time.perf_counter() + poll)
             if done is not None:
                 return done - start, polls
             pending = expire(pending, time.perf_counter() - KEEP)
+            while len(pending) > MAX_PENDING:
+                pending.pop(0)[0].close()
         return None, polls
     finally:
         for sock, _ in pending:

@@ -48,7 +48,7 @@ def free_port(doors: list[Door], start: int = 35000) -> int:
 def awp_config(backend: str) -> str:
     return (f'FW_PORTKNOCK="yes"\nFW_PORTKNOCK_SIMPLE="yes"\nFW_PORTKNOCK_ADVANCED="no"\n'
             f'FW_PORTKNOCK_STEP_TIMEOUT="{STEP_TIMEOUT}"\nFW_PORTKNOCK_OPEN_WINDOW="{OPEN_WINDOW}"\n'
-            f'FW_PORTKNOCK_IPV6="yes"\nFW_PORTKNOCK_BACKEND="{backend}"\n')
+            f'FW_PORTKNOCK_IPV6="yes"\nFW_PORTKNOCK_BACKEND="iptables-{backend}"\n')
 
 
 def simple_list(doors: list[Door]) -> str:

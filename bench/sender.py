@@ -7,11 +7,15 @@ mode "syn":  raw TCP SYNs from src:sport; "ports" is "scan" (1, 2, ... 65535, 1,
              or a list of ports sent round-robin.
 mode "junk": UDP datagrams of 64 random hex digits and a newline (an awp advanced-mode
              knock that is well formed but carries a wrong MAC) to dst:port.
+mode "spoof": raw TCP SYNs from `sources` distinct addresses counted up from `first`
+             (spoofed: IP_HDRINCL), one per source for each of "ports" in turn: all sources
+             hit ports[0], then all hit ports[1], ... (benchmarks keep them in 198.18.0.0/15).
 
 rate is packets per second (0: as fast as one CPU can send). The sender always stops at
 `count` packets or after `seconds`, whichever comes first, and earlier when a line arrives
-on stdin or stdin closes. It prints one JSON line: packets sent, send errors (ENOBUFS or
-EAGAIN: the packet never left this namespace), elapsed seconds. Stdlib only.
+on stdin or stdin closes. It prints "ready" when its packets are built and it starts
+sending, then one JSON line: packets sent, send errors (ENOBUFS or EAGAIN: the packet never
+left this namespace), elapsed seconds. Stdlib only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import time
 
 MAX_COUNT = 20_000_000
+MAX_SOURCES = 1 << 17  # a spoof pool; 198.18.0.0/15 holds 2 ** 17 addresses
 MAX_SECONDS = 120.0
 STOP_CHECK = 0.01  # seconds between two looks at stdin
 SLEEP = 0.0001  # pacing: the sender wakes up about every 0.15 ms and sends what is due
@@ -55,12 +60,30 @@ def syn_packets(a: dict) -> list[bytes]:
     return [syn_packet(base, sport, p, seq) for p in ports]
 
 
+def spoof_packets(a: dict) -> list[bytes]:
+    """IPv4 header (checksum, id and length left to the kernel) + SYN, for every (port, source)."""
+    first = struct.unpack("!I", socket.inet_aton(a["first"]))[0]
+    sources = min(int(a["sources"]), MAX_SOURCES)
+    dst, sport, seq = socket.inet_aton(a["dst"]), a.get("sport", 40000), 0x5A5A0001
+    base = checksum_base("0.0.0.0", a["dst"], sport, seq)
+    packets = []
+    for port in a["ports"]:
+        for n in range(first, first + sources):
+            src = struct.pack("!I", n)
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, socket.IPPROTO_TCP, 0, src, dst)
+            packets.append(ip + syn_packet(base + (n >> 16) + (n & 0xFFFF), sport, port, seq))
+    return packets
+
+
 def junk_packets(pool: int = 4096) -> list[bytes]:
     return [os.urandom(32).hex().encode() + b"\n" for _ in range(pool)]
 
 
 def open_socket(a: dict) -> tuple[socket.socket, tuple]:
-    if a["mode"] == "syn":
+    if a["mode"] == "spoof":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
+        addr = (a["dst"], 0)
+    elif a["mode"] == "syn":
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         sock.bind((a["src"], 0))
         addr = (a["dst"], 0)
@@ -121,10 +144,12 @@ def main() -> int:
     a = json.loads(sys.argv[1])
     if "cpu" in a:
         os.sched_setaffinity(0, {a["cpu"]})
-    packets = syn_packets(a) if a["mode"] == "syn" else junk_packets()
+    build = {"syn": syn_packets, "spoof": spoof_packets, "junk": lambda _: junk_packets()}[a["mode"]]
+    packets = build(a)
     count = min(int(a["count"]), MAX_COUNT)
     seconds = min(float(a["seconds"]), MAX_SECONDS)
     sock, addr = open_socket(a)
+    print("ready", flush=True)  # the packets are built: sending starts now
     with sock:
         result = send_loop(sock, addr, packets, float(a.get("rate", 0)), count, seconds)
     print(json.dumps(result), flush=True)
