@@ -226,7 +226,7 @@ def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]]) ->
     if not ports:
         return []
     try:
-        result = runner(["nft", "-j", "list", "ruleset"])
+        result = runner(["nft", "-j", "-t", "list", "ruleset"])
     except EnvironmentProblem:
         return []
     if result.returncode != 0:
@@ -239,7 +239,7 @@ def ruleset_answer(runner: Runner, own: set[tuple[str, str]], legacy_save: str =
     from awp.backend.coexist import unused_port_answer
 
     try:
-        result = runner(["nft", "-j", "list", "ruleset"])
+        result = runner(["nft", "-j", "-t", "list", "ruleset"])
     except EnvironmentProblem:
         result = None
     doc = json.loads(result.stdout or "{}") if result is not None and result.returncode == 0 else {}
