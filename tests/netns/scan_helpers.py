@@ -63,20 +63,26 @@ def base_nft_drop(host) -> None:
     host.run(["nft", "-f", "-"], input=NFT_POLICY_DROP)
 
 
-def base_iptables_drop(host) -> None:
+def base_iptables_drop(host, variant: str = "nft") -> None:
     """iptables INPUT policy DROP (both families), with ACCEPTs for the protected ports."""
     for family in (4, 6):
-        host.iptables(["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"], family)
-        host.iptables(["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"], family)
-        icmp = "icmp" if family == 4 else "ipv6-icmp"
-        host.iptables(["-A", "INPUT", "-p", icmp, "-j", "ACCEPT"], family)
+        def rule(*args):
+            host.iptables(list(args), family, variant)
+        rule("-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+        rule("-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+        rule("-A", "INPUT", "-p", "icmp" if family == 4 else "ipv6-icmp", "-j", "ACCEPT")
         for port in PROTECTED:
-            host.iptables(["-A", "INPUT", "-p", "tcp", "--dport", port, "-j", "ACCEPT"], family)
-        host.iptables(["-P", "INPUT", "DROP"], family)
+            rule("-A", "INPUT", "-p", "tcp", "--dport", port, "-j", "ACCEPT")
+        rule("-P", "INPUT", "DROP")
+
+
+def base_legacy_drop(host) -> None:
+    """The same in iptables-legacy's tables, which `nft list ruleset` does not show."""
+    base_iptables_drop(host, "legacy")
 
 
 BASES = {"none": ("reject", base_none), "nft-drop": ("drop", base_nft_drop),
-         "iptables-drop": ("drop", base_iptables_drop)}
+         "iptables-drop": ("drop", base_iptables_drop), "legacy-drop": ("drop", base_legacy_drop)}
 
 
 def serve_protected(host) -> None:
@@ -155,7 +161,8 @@ def summary(states: dict) -> dict:
 # Sends TCP SYNs from a raw socket and counts what comes back to them. stdin: {"src", "dst",
 # "probes": [[dport, times], ...], "gap", "listen"}: one SYN per probe (its own source port and
 # sequence number), sent `times` times as identical bytes (a retransmit). Prints
-# {"dport": {"rst": n, "synack": n}} counting the answers to our source ports.
+# {"dport": {"rst": n, "synack": n}} counting the answers to our source ports; listens for
+# `listen` seconds, or until every copy sent has had an answer.
 SYNS = r"""
 import json, os, random, select, socket, struct, sys, time
 a = json.loads(sys.stdin.read())
@@ -185,8 +192,8 @@ for sport, (dport, times) in zip(sports, a["probes"]):
         tx.sendto(pkt, (a["dst"], 0))
     time.sleep(a["gap"])
 counts = {str(d): {"rst": 0, "synack": 0} for d, _ in a["probes"]}
-deadline = time.monotonic() + a["listen"]
-while (left := deadline - time.monotonic()) > 0 and select.select([rx], [], [], left)[0]:
+deadline, due, seen = time.monotonic() + a["listen"], sum(t for _, t in a["probes"]), 0
+while seen < due and (left := deadline - time.monotonic()) > 0 and select.select([rx], [], [], left)[0]:
     data, peer = rx.recvfrom(65535)
     tcp = data if v6 else data[(data[0] & 15) * 4:]
     sport, dport, flags = struct.unpack("!HH", tcp[:4]) + (tcp[13],)
@@ -195,6 +202,7 @@ while (left := deadline - time.monotonic()) > 0 and select.select([rx], [], [], 
     kind = "rst" if flags & 0x04 else "synack" if flags & 0x12 == 0x12 else None
     if kind:
         counts[str(sport)][kind] += 1
+        seen += 1
 print(json.dumps(counts))
 """
 
@@ -202,7 +210,7 @@ print(json.dumps(counts))
 # each: the ICMP destination unreachable (type/code, read from a raw ICMP socket, matched by the
 # quoted ports), a UDP reply, or nothing. stdin: {"dst", "datagrams": [[dport, hex], ...],
 # "gap", "listen"}. Prints a list, one entry per datagram: "unreachable <type>/<code>",
-# "reply" or "silent".
+# "reply" or "silent"; listens for `listen` seconds, or until every datagram has an answer.
 UDP_ANSWERS = r"""
 import json, select, socket, struct, sys, time
 a = json.loads(sys.stdin.read())
@@ -221,7 +229,7 @@ for dport, payload in a["datagrams"]:
     time.sleep(a["gap"])
 index = {(sport, dport): i for i, (sport, dport, _) in enumerate(socks)}
 deadline = time.monotonic() + a["listen"]
-while (left := deadline - time.monotonic()) > 0:
+while "silent" in answers and (left := deadline - time.monotonic()) > 0:
     ready = select.select([icmp] + [s for _, _, s in socks], [], [], left)[0]
     if not ready:
         break
