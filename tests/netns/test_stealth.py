@@ -23,7 +23,7 @@ import subprocess
 import time
 
 import pytest
-from advanced_helpers import OPEN, knock, wait_connect
+from advanced_helpers import OPEN, AwpServer, knock, wait_connect
 from advanced_helpers import make_server  # noqa: F401  (pytest fixture)
 from harness import make_root, wait_for
 from scan_helpers import (ADVANCED_DOOR, ADVANCED_PORT, BASES, KERNEL_UNREACHABLE, KNOCK_PORT, SEQ,
@@ -36,6 +36,21 @@ pytestmark = pytest.mark.netns
 
 BACKENDS = ("nftables", "iptables-nft")
 A, B, C, D, E = SEQ
+
+
+@pytest.fixture
+def make_server3(lab3, tmp_path):
+    """advanced_helpers.make_server for a Lab of 3 clients: every server made is cleaned up
+    (awp remove, and this root's supervisor and listener stopped by pid)."""
+    made: list[AwpServer] = []
+
+    def make(config: str, advanced: str | None = ADVANCED_DOOR, simple: str | None = SIMPLE_DOOR) -> AwpServer:
+        made.append(AwpServer(lab3, tmp_path, config, advanced, simple))
+        return made[-1]
+
+    yield make
+    for srv in made:
+        srv.cleanup()
 
 
 @pytest.fixture(autouse=True)
@@ -307,14 +322,14 @@ def test_check_and_dry_run_follow_the_host(lab, tmp_path, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_rejects_are_limited_as_the_kernels_own_answers(lab3, tmp_path, backend):
+def test_rejects_are_limited_as_the_kernels_own_answers(lab3, make_server3, backend):
     """ICMP: the kernel's per-destination limit (burst 6, then 1 a second) applies to awp's
     port unreachables as to its own, out of the same bucket. TCP: no limit, for either."""
     c1, c2, c3 = lab3.clients
     assert lab3.server.sysctl("net.ipv4.icmp_ratelimit") == "1000", "a fresh namespace's default"
     lab3.server.serve_tcp(SIMPLE_PORT)  # a closed protected port must reset every SYN, not just some
-    root = make_root(tmp_path, config_text(backend), SIMPLE_DOOR, ADVANCED_DOOR)
-    assert AUTO_SAYS["reject"] in apply_verbose(lab3.server, root)
+    srv = make_server3(config_text(backend))
+    assert AUTO_SAYS["reject"] in apply_verbose(lab3.server, srv.root)
 
     for family in (4, 6):
         dst = lab3.server_ip6 if family == 6 else lab3.server_ip4
