@@ -44,7 +44,7 @@ def _drops(chain: dict, rules: list[list[dict]], port: int) -> bool:
         verdict = _verdict(expr)
         if verdict in ("accept", "drop", "reject") and _dport_matches(expr, port):
             return verdict != "accept"
-        if verdict == "accept" and not _matches(expr):
+        if verdict == "accept" and _matches_everything(expr):
             return False  # accepts everything
     return chain.get("policy") == "drop"
 
@@ -64,6 +64,13 @@ def _verdict(expr: list[dict]) -> str | None:
 
 def _matches(expr: list[dict]) -> list[dict]:
     return [s["match"] for s in expr if "match" in s]
+
+
+def _matches_everything(expr: list[dict]) -> bool:
+    """No statement of the rule lets only some packets on: no match, no rate limit or quota,
+    and no xt match (iptables-nft shows `-m conntrack`, for one, as {"xt": {"type": "match"}})."""
+    return not any(key in stmt for stmt in expr for key in ("match", "limit", "quota")) and \
+        not any(stmt.get("xt", {}).get("type") == "match" for stmt in expr)
 
 
 def _dport_matches(expr: list[dict], port: int) -> bool:
@@ -111,7 +118,7 @@ def unused_port_answer(doc: dict, own: set[tuple[str, str]], legacy_save: str = 
 
 def _chain_answer(policy: str | None, rules: list[list[dict]]) -> str:
     for expr in rules:
-        if not _matches(expr):
+        if _matches_everything(expr):
             verdict = _verdict(expr) or _xt_target(expr)
             if verdict in ("drop", "reject", "accept"):
                 return "reject" if verdict in ("reject", "accept") else "drop"
@@ -129,10 +136,11 @@ def _xt_target(expr: list[dict]) -> str | None:
 
 def _save_answer(save: str) -> str:
     """The same from iptables-save text of filter tables: INPUT's first rule that matches
-    everything with a final verdict decides, else INPUT's policy."""
+    everything with a final verdict decides, else INPUT's policy. Other tables that follow a
+    filter table in the text (their own INPUT chains) are cut off at its COMMIT."""
     answers = set()
     for table in save.split("*filter")[1:]:
-        lines = table.splitlines()
+        lines = table.split("\nCOMMIT")[0].splitlines()
         final = [line.split()[3] for line in lines if line.startswith("-A INPUT -j ")
                  and len(line.split()) >= 4 and line.split()[3] in ("ACCEPT", "DROP", "REJECT")]
         policy_drop = any(line.startswith(":INPUT DROP") for line in lines)

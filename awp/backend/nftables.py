@@ -235,7 +235,8 @@ def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]]) ->
 
 
 def ruleset_answer(runner: Runner, own: set[tuple[str, str]], legacy_save: str = "") -> str:
-    """What an unused port of this host answers, from the other tables (see coexist.py)."""
+    """What an unused port of this host answers, from the other tables (see coexist.py), and
+    from iptables-legacy's, which `nft list ruleset` does not show but the kernel runs too."""
     from awp.backend.coexist import unused_port_answer
 
     try:
@@ -243,7 +244,21 @@ def ruleset_answer(runner: Runner, own: set[tuple[str, str]], legacy_save: str =
     except EnvironmentProblem:
         result = None
     doc = json.loads(result.stdout or "{}") if result is not None and result.returncode == 0 else {}
-    return unused_port_answer(doc, own, legacy_save)
+    return unused_port_answer(doc, own, legacy_save + legacy_saves(runner))
+
+
+def legacy_saves(runner: Runner) -> str:
+    """iptables-legacy-save of both families, awp's own lines left out. Without -t it lists
+    the tables that exist, so it loads no module and creates no table."""
+    text = ""
+    for tool in ("iptables-legacy-save", "ip6tables-legacy-save"):
+        try:
+            result = runner([tool])
+        except EnvironmentProblem:
+            continue
+        if result.returncode == 0:
+            text += "".join(line + "\n" for line in result.stdout.splitlines() if "AWP-" not in line)
+    return text
 
 
 def parse_elements(doc: dict) -> list[dict]:
