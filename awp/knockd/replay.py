@@ -36,6 +36,7 @@ _HEADER_RE = re.compile(r"# awp replay cache v1 written=([0-9]{1,12}) sha256=([0
 _LINE_RE = re.compile(r"([0-9]{1,10}) ([0-9a-f]{64})", re.ASCII)
 _MINUTE_MAX = 0xFFFFFFFF
 GRANT_GRACE = 2.0  # seconds between a grant and the cache write that follows it
+MIN_FREE_BYTES = 64 * 1024  # a file system with less free space is reported as full
 
 
 @dataclass(frozen=True)
@@ -214,11 +215,21 @@ def path_problem(path: Path) -> str | None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return None
+        return _writable(path.parent) if path.parent.is_dir() else None
     if stat.S_ISLNK(st.st_mode):
         return f"{path} is a symbolic link; awp does not follow links in its state directory"
     if not stat.S_ISREG(st.st_mode):
         return f"{path} is not a regular file (remove it; awp writes it anew)"
-    if not os.access(path.parent, os.W_OK):
-        return f"{path.parent} is not writable"
+    return _writable(path.parent)
+
+
+def _writable(directory: Path) -> str | None:
+    """A read-only or full file system, seen before the first knock needs to be recorded."""
+    if not os.access(directory, os.W_OK):
+        return f"{directory} is not writable (a read-only file system?)"
+    fs = os.statvfs(directory)
+    if fs.f_flag & os.ST_RDONLY:
+        return f"{directory} is on a read-only file system"
+    if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+        return f"the file system of {directory} is full"
     return None
