@@ -12,7 +12,10 @@ literal ports, anonymous sets and ranges in `tcp dport` (or `th dport`) matches.
 from __future__ import annotations
 
 
-def foreign_findings(doc: dict, ports: list[int], own: set[tuple[str, str]]) -> list[str]:
+def foreign_findings(doc: dict, ports: list[int], own: set[tuple[str, str]],
+                     knocks: tuple[tuple[str, int], ...] = (), priority: int = 0) -> list[str]:
+    """ports: protected TCP ports; knocks: (proto, port) of the knock ports, which a chain
+    that runs before awp's (a lower priority than `priority`) must not drop either."""
     chains, rules = _foreign(doc, own)
     found = []
     for key, chain in sorted(chains.items()):
@@ -20,6 +23,9 @@ def foreign_findings(doc: dict, ports: list[int], own: set[tuple[str, str]]) -> 
         body = rules.get(key, [])
         if chain.get("hook") == "input":
             found += [_blocked(port, where) for port in ports if _drops(chain, body, port)]
+            if int(chain.get("prio", 0)) < priority:
+                found += [_knock_blocked(proto, port, where) for proto, port in knocks
+                          if _drops(chain, body, port, proto)]
         if chain.get("hook") == "prerouting":
             found += [_diverted(port, where) for port in ports if _diverts(body, port)]
     return found
@@ -38,11 +44,11 @@ def _foreign(doc: dict, own: set[tuple[str, str]]):
     return chains, rules
 
 
-def _drops(chain: dict, rules: list[list[dict]], port: int) -> bool:
+def _drops(chain: dict, rules: list[list[dict]], port: int, proto: str = "tcp") -> bool:
     """A drop verdict for `port` (explicit, or the policy with no accept for it first)."""
     for expr in rules:
         verdict = _verdict(expr)
-        if verdict in ("accept", "drop", "reject") and _dport_matches(expr, port):
+        if verdict in ("accept", "drop", "reject") and _dport_matches(expr, port, proto):
             return verdict != "accept"
         if verdict == "accept" and _matches_everything(expr):
             return False  # accepts everything
@@ -73,11 +79,11 @@ def _matches_everything(expr: list[dict]) -> bool:
         not any(stmt.get("xt", {}).get("type") == "match" for stmt in expr)
 
 
-def _dport_matches(expr: list[dict], port: int) -> bool:
-    """The rule has a destination-port match (tcp or th) and `port` is in it."""
+def _dport_matches(expr: list[dict], port: int, proto: str = "tcp") -> bool:
+    """The rule has a destination-port match (`proto` or th) and `port` is in it."""
     for m in _matches(expr):
         left = m.get("left", {}).get("payload", {})
-        if left.get("field") == "dport" and left.get("protocol") in ("tcp", "th", None):
+        if left.get("field") == "dport" and left.get("protocol") in (proto, "th", None):
             return m.get("op") in ("==", "in") and _contains(m.get("right"), port)
     return False
 
@@ -96,6 +102,11 @@ def _contains(right, port: int) -> bool:
 def _blocked(port: int, where: str) -> str:
     return (f"protected port {port}: {where} drops it, so a knock opens nothing; accept tcp dport "
             f"{port} in that chain and let awp do the gating (awp(8), COEXISTENCE)")
+
+
+def _knock_blocked(proto: str, port: int, where: str) -> str:
+    return (f"knock port {port}/{proto}: {where} runs before awp's chain and drops it, so no knock "
+            f"reaches awp; accept {proto} dport {port} there too (awp(8), COEXISTENCE)")
 
 
 def _diverted(port: int, where: str) -> str:

@@ -109,7 +109,7 @@ class IptablesBackend:
         if not nft_usable(self.runner):
             return []
         own = {("ip", "filter"), ("ip6", "filter")} if self.variant == "nft" else set()
-        return ruleset_advice(self.runner, config, own)
+        return ruleset_advice(self.runner, config, own, priority=0)  # the filter table's INPUT
 
     def unused_port_answer(self) -> str:
         """From the filter tables' INPUT chains (awp's own lines left out) and, beside them,

@@ -218,8 +218,9 @@ class NftablesBackend:
         return found
 
 
-def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]]) -> list[str]:
-    """Warnings about other nftables tables that block or divert a protected port."""
+def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]], priority: int = -10) -> list[str]:
+    """Warnings about other nftables tables that block or divert a protected port, or drop
+    a knock port before awp's chain (at `priority`) sees it."""
     from awp.backend.coexist import foreign_findings
 
     ports = sorted({d.port for d in config.active_simple} | {d.port for d in config.active_advanced})
@@ -231,7 +232,9 @@ def ruleset_advice(runner: Runner, config: Config, own: set[tuple[str, str]]) ->
         return []
     if result.returncode != 0:
         return []
-    return foreign_findings(json.loads(result.stdout or "{}"), ports, own)
+    knocks = tuple(("tcp", k) for d in config.active_simple for k in d.knocks)
+    knocks += tuple(("udp", d.knock_port) for d in config.active_advanced)
+    return foreign_findings(json.loads(result.stdout or "{}"), ports, own, knocks, priority)
 
 
 def ruleset_answer(runner: Runner, own: set[tuple[str, str]], legacy_save: str = "") -> str:

@@ -89,3 +89,12 @@ def test_unused_port_answer_from_other_tables(items, answer):
 ])
 def test_unused_port_answer_from_iptables_save(save, answer):
     assert _save_answer(save) == answer
+
+
+def test_a_chain_before_awps_that_drops_the_knock_ports_is_named():
+    early = {"chain": {**chain("early", policy="drop")["chain"], "prio": -20}}
+    ruleset = doc(early, rule("early", dport(22), ACCEPT, table="admin"))
+    found = foreign_findings(ruleset, [22], OWN, (("tcp", 7481), ("udp", 2000)), priority=-10)
+    assert [f.split(":")[0] for f in found] == ["knock port 7481/tcp", "knock port 2000/udp"]
+    late = doc(chain("late", policy="drop"), rule("late", dport(22), ACCEPT))  # priority 0: after awp
+    assert foreign_findings(late, [22], OWN, (("tcp", 7481),), priority=-10) == []
