@@ -14,7 +14,7 @@ import signal
 import time
 
 import pytest
-from advanced_helpers import OPEN, accepted, post, rejected, wait_connect
+from advanced_helpers import OPEN, PORT, accepted, post, rejected, wait_connect
 from advanced_helpers import make_server, server, servers  # noqa: F401  (pytest fixtures)
 from harness import awp_command, wait_for
 from pknock_ref import ref_mac
@@ -136,3 +136,37 @@ def test_sigterm_stops_a_listener_within_a_second(lab, server):
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not server.is_listener(pid), 3.0, "the listener to stop")
     assert time.monotonic() - started < 1.5
+
+
+def test_a_read_only_replay_cache_never_lets_a_replay_through(lab, make_server):
+    """The listener (and its supervisor) run in a private mount namespace whose DIR/var/lib
+    is a tmpfs; once a knock is recorded, the test remounts it read-only from inside that
+    namespace (nsenter). A knock accepted then cannot be recorded; after a restart the
+    listener sees a grant newer than its file and refuses every replay."""
+    srv = make_server()
+    lib = Root(srv.base).replay_cache.parent
+    lib.mkdir(parents=True, exist_ok=True)
+    awp, env = awp_command()
+    prefix = " ".join(f"{k}={v}" for k, v in env.items())
+    script = f"mount -t tmpfs -o size=1m,mode=0700 tmpfs {lib} && {prefix} {' '.join(awp)} --root {srv.base} -s -f"
+    lab.server.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], timeout=60)
+    lab.server.serve_tcp(PORT)
+    c1 = lab.clients[0]
+    d1 = lab.server_ip4(c1)
+    pid = new_listener(srv, None, BACK_AFTER_KILL)
+    first = srv.macs.payload(OPEN, c1.ip4)
+    mark = post(srv, c1, d1, first)
+    srv.log.wait(accepted("open", c1.ip4), mark)
+    lab.server.run(["nsenter", "--mount", "--target", str(pid), "mount", "-o", "remount,ro", str(lib)])
+    time.sleep(2.5)  # the next grant is newer than the file by more than the grace
+    second = srv.macs.payload(OPEN, c1.ip4)  # another minute: a fresh grant, newer than the file
+    mark = post(srv, c1, d1, second)
+    srv.log.wait(r"replay cache not saved .*Read-only file system", mark, timeout=BACK_AFTER_KILL)
+    os.kill(pid, signal.SIGKILL)
+    new_listener(srv, pid, BACK_AFTER_KILL)
+    for payload in (first, second):
+        mark = post(srv, c1, d1, payload)
+        text = srv.log.since(mark)
+        assert "knock accepted" not in text and re.search(rejected("(untrusted-cache|replay)", c1.ip4), text), text
+    log = srv.log.text()
+    assert "replay cache not trusted" in log and "older than a live grant" in log, log[-3000:]
