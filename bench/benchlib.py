@@ -235,3 +235,26 @@ def summarize(results: list[dict]) -> dict:
     ok = [r["ms"] for r in results if r["ok"]]
     return {"n": len(results), "ok": len(ok), "median": median(ok), "p95": p95(ok)}
 
+
+
+def run_bench(argv: list[str] | None, *, name: str, title: str, doc: str, quick_help: str, make_plan,
+              measure, report, clients: int = 2) -> int:
+    """The main() of every issue-6 benchmark: --quick, root check, header, one Lab, report."""
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print(f"{name}: needs root (network namespaces, nft, iptables)", file=sys.stderr)
+        return 2
+    plan = make_plan(args.quick)
+    header(title, args.quick, [f"bench/{name}.py", *(argv or sys.argv[1:])])
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, \
+            Lab(clients=clients, tag=name.replace("_bench", "").replace("_", "")[:8]) as lab:
+        results = measure(lab, workdir, plan)
+    report(results, plan)
+    print(f"\ntotal {time.monotonic() - start:.0f} s")
+    return 0

@@ -19,15 +19,12 @@ It prints figures and asserts nothing. bench/README.md explains every column.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 import addresses
-from benchlib import Knocker, Lab, Sender, fmt, header, link_rx, progress, steer_rx, table
+from benchlib import run_bench, Knocker, Lab, Sender, fmt, link_rx, progress, steer_rx, table
 from rulesets import LEGIT_PORT, make_doors
 from subjects import Awp, Timing, all_subjects
 
@@ -144,20 +141,8 @@ def report(results: dict, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="1,000 and 10,000 sources only (under 2 minutes)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("capacity_bench: needs root (network namespaces, nft, iptables)", file=sys.stderr)
-        return 2
-    plan = make_plan(args.quick)
-    header("awp capacity benchmark", args.quick, ["bench/capacity_bench.py", *(argv or sys.argv[1:])])
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=2, tag="benchcap") as lab:
-        results = measure(lab, workdir, plan)
-    report(results, plan)
-    print(f"\ntotal {time.monotonic() - start:.0f} s")
-    return 0
+    return run_bench(argv, name="capacity_bench", title="awp capacity benchmark", doc=__doc__, quick_help="1,000 and 10,000 sources only (under 2 minutes)",
+                     make_plan=make_plan, measure=measure, report=report, clients=2)
 
 
 if __name__ == "__main__":

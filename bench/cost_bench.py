@@ -16,15 +16,12 @@ It prints figures and asserts nothing. bench/README.md explains every column.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
-from benchlib import CpuSample, Lab, Sender, fmt, header, link_rx, progress, ratio, steer_rx, table
+from benchlib import run_bench, CpuSample, Lab, Sender, fmt, link_rx, progress, ratio, steer_rx, table
 from rulesets import free_port, make_doors
 from subjects import Nothing, all_subjects
 
@@ -115,20 +112,8 @@ def report(results: dict, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one 2 s flood per configuration (under 2 minutes)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("cost_bench: needs root (network namespaces, nft, iptables)", file=sys.stderr)
-        return 2
-    plan = make_plan(args.quick)
-    header("awp per-packet cost benchmark", args.quick, ["bench/cost_bench.py", *(argv or sys.argv[1:])])
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=2, tag="benchcost") as lab:
-        results = measure(lab, workdir, plan)
-    report(results, plan)
-    print(f"\ntotal {time.monotonic() - start:.0f} s")
-    return 0
+    return run_bench(argv, name="cost_bench", title="awp per-packet cost benchmark", doc=__doc__, quick_help="one 2 s flood per configuration (under 2 minutes)",
+                     make_plan=make_plan, measure=measure, report=report, clients=2)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,12 @@ It prints figures and asserts nothing. bench/README.md explains every column.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 import addresses
-from benchlib import (CpuSample, Knocker, Lab, Sender, fmt, header, link_rx, median, progress, steer_rx,
+from benchlib import (run_bench, CpuSample, Knocker, Lab, Sender, fmt, link_rx, median, progress, steer_rx,
                       table)
 from rulesets import LEGIT_PORT, make_doors
 from subjects import all_subjects
@@ -145,20 +142,8 @@ def report(results: dict, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="3 people, 10,000 SYN/s and max only (under 2 minutes)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("flood_bench: needs root (network namespaces, nft, iptables)", file=sys.stderr)
-        return 2
-    plan = make_plan(args.quick)
-    header("awp flood benchmark", args.quick, ["bench/flood_bench.py", *(argv or sys.argv[1:])])
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=2, tag="benchflood") as lab:
-        results = measure(lab, workdir, plan)
-    report(results, plan)
-    print(f"\ntotal {time.monotonic() - start:.0f} s")
-    return 0
+    return run_bench(argv, name="flood_bench", title="awp flood benchmark", doc=__doc__, quick_help="3 people, 10,000 SYN/s and max only (under 2 minutes)",
+                     make_plan=make_plan, measure=measure, report=report, clients=2)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,12 @@ It prints figures and asserts nothing. bench/README.md explains every column.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 
 import addresses
-from benchlib import HERE, PYTHON, Knocker, Lab, fmt, header, median, p95, progress, ratio, steer_rx, table
+from benchlib import run_bench, HERE, PYTHON, Knocker, Lab, fmt, median, p95, progress, ratio, steer_rx, table
 from rulesets import LEGIT_PORT, make_doors
 from subjects import OPEN_SECRET, Awp, all_subjects
 
@@ -149,20 +145,8 @@ def report(results: dict, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="20 trials per ruleset and kind (under 2 minutes)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("latency_bench: needs root (network namespaces, nft, iptables)", file=sys.stderr)
-        return 2
-    plan = make_plan(args.quick)
-    header("awp latency benchmark", args.quick, ["bench/latency_bench.py", *(argv or sys.argv[1:])])
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=1, tag="benchlat") as lab:
-        results = measure(lab, workdir, plan)
-    report(results, plan)
-    print(f"\ntotal {time.monotonic() - start:.0f} s")
-    return 0
+    return run_bench(argv, name="latency_bench", title="awp latency benchmark", doc=__doc__, quick_help="20 trials per ruleset and kind (under 2 minutes)",
+                     make_plan=make_plan, measure=measure, report=report, clients=1)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,13 @@ It prints figures and asserts nothing. bench/README.md explains every column.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
-from benchlib import HERE, PYTHON, Lab, fmt, header, progress, table
+from benchlib import run_bench, HERE, PYTHON, Lab, fmt, progress, table
 from rulesets import make_doors
 from subjects import Awp, BareNft
 
@@ -154,21 +151,8 @@ def report_profile(backend: str, n: int, kind: str, p: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="one run each, iptables-nft up to 100 doors, no profile (about 2 minutes)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("load_bench: needs root (network namespaces, nft, iptables)", file=sys.stderr)
-        return 2
-    plan = make_plan(args.quick)
-    header("awp load-time benchmark", args.quick, ["bench/load_bench.py", *(argv or sys.argv[1:])])
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=1, tag="benchload") as lab:
-        results = measure(lab, workdir, plan)
-    report(results, plan)
-    print(f"\ntotal {time.monotonic() - start:.0f} s")
-    return 0
+    return run_bench(argv, name="load_bench", title="awp load-time benchmark", doc=__doc__, quick_help="one run each, iptables-nft up to 100 doors, no profile (about 2 minutes)",
+                     make_plan=make_plan, measure=measure, report=report, clients=1)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,14 @@ It prints figures and asserts nothing. bench/README.md explains every column.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import addresses
-from benchlib import Lab, Sender, fmt, header, progress, steer_rx, table
+from benchlib import run_bench, Lab, Sender, fmt, progress, steer_rx, table
 from rulesets import make_doors
 from subjects import SET_SIZE, Awp
 
@@ -181,20 +178,8 @@ def report(results: dict, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="100,000 elements, one fill each (under 2 minutes)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        print("memory_bench: needs root (network namespaces, nft)", file=sys.stderr)
-        return 2
-    plan = make_plan(args.quick)
-    header("awp kernel memory benchmark", args.quick, ["bench/memory_bench.py", *(argv or sys.argv[1:])])
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=2, tag="benchmem") as lab:
-        results = measure(lab, workdir, plan)
-    report(results, plan)
-    print(f"\ntotal {time.monotonic() - start:.0f} s")
-    return 0
+    return run_bench(argv, name="memory_bench", title="awp kernel memory benchmark", doc=__doc__, quick_help="100,000 elements, one fill each (under 2 minutes)",
+                     make_plan=make_plan, measure=measure, report=report, clients=2)
 
 
 if __name__ == "__main__":
