@@ -94,7 +94,7 @@ SCANS = (
 # trip is well under a millisecond). Bounded either way: retries, --host-timeout, a timeout.
 PACE = {
     "reject": ["--max-retries", "3"],
-    "drop": ["--max-retries", "1", "--min-rate", "20000", "--initial-rtt-timeout", "100ms",
+    "drop": ["--max-retries", "1", "--min-rate", "30000", "--initial-rtt-timeout", "100ms",
              "--max-rtt-timeout", "300ms"],
 }
 
