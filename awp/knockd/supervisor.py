@@ -63,6 +63,8 @@ class Supervisor:
             code = child.wait()
         if code is None:
             return
+        if not self.ready and self._wrote_pid(child.pid):  # got ready between two polls
+            self.ready = self.ever_ready = True
         if not self.ready and self.restarts == 0 and not self.ever_ready:
             log.error("listener exited pid=%d code=%s before it got ready; not restarting it", child.pid, code)
             self.failed = code  # a start that fails (a bad configuration, a busy NFLOG group) is
@@ -77,6 +79,13 @@ class Supervisor:
         self.backoff = min(BACKOFF_MAX, self.backoff * 2)
         if not self.stop:
             self.spawn()
+
+    def _wrote_pid(self, pid: int) -> bool:
+        """A listener writes its pid once it can receive; the file keeps it after it died."""
+        try:
+            return self.root.pidfile.read_text().strip() == str(pid)
+        except OSError:
+            return False
 
     def _stalled(self, pid: int) -> bool:
         if running_pid(self.root) != pid:  # not ready yet (or starting): judged by its start time

@@ -17,14 +17,15 @@ on 2222 (knock port UDP 2000), a TCP service on both protected ports.
 
 from __future__ import annotations
 
+import re
+
 import os
 import signal
 import subprocess
 import time
 
 import pytest
-from advanced_helpers import OPEN, AwpServer, knock, wait_connect
-from advanced_helpers import make_server  # noqa: F401  (pytest fixture)
+from advanced_helpers import OPEN, AwpServer, knock, wait_connect, write_private
 from harness import make_root, wait_for
 from scan_helpers import (ADVANCED_DOOR, ADVANCED_PORT, BASES, KERNEL_UNREACHABLE, KNOCK_PORT, SEQ,
                           SIMPLE_DOOR, SIMPLE_PORT, UNUSED, UNUSED_TCP, UNUSED_UDP, answer_every_udp_probe,
@@ -39,18 +40,25 @@ A, B, C, D, E = SEQ
 
 
 @pytest.fixture
-def make_server3(lab3, tmp_path):
-    """advanced_helpers.make_server for a Lab of 3 clients: every server made is cleaned up
-    (awp remove, and this root's supervisor and listener stopped by pid)."""
+def stealth_servers(tmp_path):
+    """AwpServers whose settings file is exactly `config` (scan_helpers.config_text); every
+    server made is cleaned up (awp remove, and its supervisor and listener stopped by pid)."""
     made: list[AwpServer] = []
 
-    def make(config: str, advanced: str | None = ADVANCED_DOOR, simple: str | None = SIMPLE_DOOR) -> AwpServer:
-        made.append(AwpServer(lab3, tmp_path, config, advanced, simple))
+    def make(lab, config: str, advanced: str | None = ADVANCED_DOOR, simple: str | None = SIMPLE_DOOR):
+        backend = re.search(r'FW_PORTKNOCK_BACKEND="([^"]+)"', config).group(1)
+        made.append(AwpServer(lab, tmp_path, backend, advanced, simple))
+        write_private(made[-1].config_path, config)
         return made[-1]
 
     yield make
     for srv in made:
         srv.cleanup()
+
+
+@pytest.fixture
+def make_server3(lab3, stealth_servers):
+    return lambda config, **kw: stealth_servers(lab3, config, **kw)
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +129,7 @@ def designed(style: str, scan_type: str, ports: set[int], open_ports=(SIMPLE_POR
     ("nftables", "none"), ("nftables", "nft-drop"),
     ("iptables-nft", "none"), ("iptables-nft", "nft-drop"), ("iptables-nft", "iptables-drop"),
 ])
-def test_scans_see_awp_ports_as_unused_ports(lab, make_server, backend, base):
+def test_scans_see_awp_ports_as_unused_ports(lab, stealth_servers, backend, base):
     scanner, knocker = lab.clients
     style, make_base = BASES[base]
     make_base(lab.server)
@@ -133,7 +141,7 @@ def test_scans_see_awp_ports_as_unused_ports(lab, make_server, backend, base):
         ports = set().union(*before[name].values())
         assert before[name] == designed(style, args[0], ports), f"the base without awp, {name}: {summary(before[name])}"
 
-    srv = make_server(config_text(backend), advanced=ADVANCED_DOOR, simple=SIMPLE_DOOR)
+    srv = stealth_servers(lab, config_text(backend), advanced=ADVANCED_DOOR, simple=SIMPLE_DOOR)
     srv.start()
     assert AUTO_SAYS[style] in apply_verbose(lab.server, srv.root)
     after = scan_all(lab, scanner, style)
@@ -248,13 +256,13 @@ def stop_listener(srv) -> None:
 
 @pytest.mark.parametrize("base", ["none", "nft-drop"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_advanced_knock_port_answers_alike(lab, make_server, backend, base):
+def test_advanced_knock_port_answers_alike(lab, stealth_servers, backend, base):
     c1, c2 = lab.clients
     style, make_base = BASES[base]
     make_base(lab.server)
     serve_protected(lab.server)
     answer_every_udp_probe(lab.server)  # every datagram gets its answer (the limit: test 5)
-    srv = make_server(config_text(backend, FW_PORTKNOCK_SIMPLE="no"), advanced=ADVANCED_DOOR)
+    srv = stealth_servers(lab, config_text(backend, FW_PORTKNOCK_SIMPLE="no"), advanced=ADVANCED_DOOR, simple=None)
     srv.start()
 
     for when, client in (("listener up", c1), ("listener stopped", c2)):
