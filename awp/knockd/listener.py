@@ -17,6 +17,7 @@ from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
 from awp.knockd.control import take_pidfile
+from awp.knockd.events import Decision, Observer, notify
 from awp.knockd.nflog import NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
 from awp.knockd.replay import ReplayCache
@@ -30,9 +31,11 @@ RCVBUF = 16 << 20
 
 
 class Listener:
-    def __init__(self, config: Config, grants: Grants, replay: ReplayCache):
+    def __init__(self, config: Config, grants: Grants, replay: ReplayCache,
+                 observers: tuple[Observer, ...] | list[Observer] = ()):
         self.grants = grants
         self.replay = replay
+        self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
         self.rejects = RateLimitedLog(log)
         self.configure(config)
 
@@ -45,9 +48,14 @@ class Listener:
         verdict = check(packet, self.doors, self.replay, minute)
         if verdict.action == "reject":
             self._log_reject(packet, verdict, minute)
+            port = verdict.door.port if verdict.door else None
+            notify(self.observers, Decision(now, packet.src, packet.dport, port, "advanced", "reject",
+                                            verdict.reason, verdict.mac_prefix))
             return verdict
         self._remember(verdict, minute)
-        self._grant(packet, verdict)
+        action, expires = self._grant(packet, verdict)
+        notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", action,
+                                        "ok", verdict.mac_prefix, expires))
         return verdict
 
     def _remember(self, verdict: Verdict, minute: int) -> None:
@@ -56,19 +64,22 @@ class Listener:
         except OSError as exc:
             log.error("replay cache not saved (%s: %s); a restart distrusts it if a grant is newer", self.replay.path, exc.strerror)
 
-    def _grant(self, packet: Packet, verdict: Verdict) -> None:
+    def _grant(self, packet: Packet, verdict: Verdict) -> tuple[str, int | None]:
+        """Apply an accepted knock; returns the action taken and an open's lifetime."""
         door = verdict.door
         if verdict.action == "open":
             expires = self.config.settings.autoclose
             self.grants.open(door.port, packet.src, expires)
             log.info("knock accepted action=open port=%d knock_port=%d src=%s expires_in=%ds mac=%s",
                      door.port, door.knock_port, packet.src, expires, verdict.mac_prefix)
-        elif self.grants.close(door.port, packet.src):
+            return "open", expires
+        if self.grants.close(door.port, packet.src):
             log.info("knock accepted action=close port=%d knock_port=%d src=%s mac=%s",
                      door.port, door.knock_port, packet.src, verdict.mac_prefix)
-        else:
-            log.info("knock nothing to close port=%d knock_port=%d src=%s mac=%s",
-                     door.port, door.knock_port, packet.src, verdict.mac_prefix)
+            return "close", None
+        log.info("knock nothing to close port=%d knock_port=%d src=%s mac=%s",
+                 door.port, door.knock_port, packet.src, verdict.mac_prefix)
+        return "nothing-to-close", None
 
     def _log_reject(self, packet: Packet, verdict: Verdict, minute: int) -> None:
         if not self.rejects.allow():

@@ -179,3 +179,20 @@ def test_rejected_lines_are_rate_limited():
     assert [limiter.allow() for _ in range(5)] == [True, True, True, False, False]
     clock[0] = 11.0
     assert limiter.allow() and limiter.suppressed == 0
+
+
+def test_observers_get_one_decision_per_packet_and_a_failing_one_is_contained(listener):
+    from awp.knockd.events import Decision
+
+    seen: list[Decision] = []
+
+    def broken(decision):
+        raise RuntimeError("observer bug")
+
+    listener.observers = [broken, seen.append]
+    listener.handle(packet(knock(OPEN)), NOW)
+    listener.handle(packet(knock(OPEN)), NOW)  # the same MAC again: a replay
+    listener.handle(packet(b"x" * 65, dport=2001), NOW)
+    assert [(d.action, d.reason, d.port, d.knock_port) for d in seen] == [
+        ("open", "ok", 2222, 2000), ("reject", "replay", 2222, 2000), ("reject", "unknown-port", None, 2001)]
+    assert seen[0].expires_in == 600 and seen[0].src == SRC and seen[0].mode == "advanced"
