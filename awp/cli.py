@@ -103,9 +103,10 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
 
 def _setup_logging(args) -> None:
     level = logging.ERROR if args.quiet else (logging.INFO, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    from awp.knockd.logdest import stderr_formatter
+
     handler = logging.StreamHandler(sys.stderr)
-    stamped = args.command in ("knockd", "supervise") and "JOURNAL_STREAM" not in os.environ
-    handler.setFormatter(logging.Formatter(("%(asctime)s " if stamped else "") + "%(name)s: %(message)s"))
+    handler.setFormatter(stderr_formatter(daemon=args.command in ("knockd", "supervise")))
     logging.basicConfig(level=level, handlers=[handler])
     if args.verbose == 0 and not args.quiet:
         for noisy in ("awp.backend.iptables", "awp.backend.nftables", "awp.knockd.control", "awp.workflow"):

@@ -69,6 +69,7 @@ class Settings:
     kernel_log: bool = True
     stealth: str = "auto"  # auto, drop or reject: what knock and closed protected ports answer
     pknock_compat: bool = False
+    syslog: bool = False  # advanced mode: the listener's lines to syslog too (authpriv)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ _KEYS = {
     "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
     "FW_PORTKNOCK_STEALTH": "stealth",
     "FW_PORTKNOCK_PKNOCK_COMPAT": "pknock_compat",
+    "FW_PORTKNOCK_SYSLOG": "syslog",
 }
 
 
