@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import stat
 
 log = logging.getLogger(__name__)
 SYSLOG_ADDRESS = "/dev/log"
@@ -51,7 +52,12 @@ def stderr_formatter(daemon: bool) -> logging.Formatter:
 
 
 class _SyslogHandler(logging.handlers.SysLogHandler):
-    """Marks awp's own syslog handler, so that a reload finds and replaces it."""
+    """awp's own syslog handler (a reload finds and replaces it). A line syslog cannot take
+    (syslogd restarting) is dropped without a traceback on standard error: the journal or the
+    log file has it anyway."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 def use_settings(settings, address: str = SYSLOG_ADDRESS, logger: logging.Logger | None = None) -> None:
@@ -66,6 +72,8 @@ def use_settings(settings, address: str = SYSLOG_ADDRESS, logger: logging.Logger
     if not settings.syslog:
         return
     try:
+        if not stat.S_ISSOCK(os.stat(address).st_mode):
+            raise OSError(0, "not a socket")
         handler = _SyslogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
     except OSError as exc:
         log.error("FW_PORTKNOCK_SYSLOG=yes but syslog is not reachable at %s: %s", address, exc.strerror)
