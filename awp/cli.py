@@ -205,6 +205,9 @@ def cmd_status(root, args) -> int:
                   "takes them out", style="yellow", markup=False)
     if config.active_advanced or st.listener_pid:
         out.print(_listener_line(st), markup=False)
+    decisions = (st.listener_state or {}).get("decisions")
+    if st.listener_pid and isinstance(decisions, dict):
+        out.print(_decisions_table(config, decisions))
     return 0
 
 
@@ -234,6 +237,27 @@ def _doors_table(config, counters) -> Table:
     for port, mode, knock, origin in sorted(rows, key=lambda r: r[0]):
         accepted, dropped = counters.get(port, ("-", "-"))
         table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name} line {origin.line}")
+    return table
+
+
+def _decisions_table(config, decisions: dict) -> Table:
+    """The listener's knocks per advanced door since it started (its state file)."""
+    import time
+
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(decisions.get("since") or 0))
+    unknown = decisions.get("unknown-port") or 0
+    table = Table(title=f"knocks the listener decided since {since}",
+                  caption=f"{unknown} knock(s) on no door's knock port" if unknown else None)
+    for column in ("port", "knock", "open", "close", "no-op close", "rejected", "why"):
+        table.add_column(column, no_wrap=column != "why", overflow="fold" if column == "why" else "ellipsis")
+    doors = decisions.get("doors") or {}
+    knock_ports = {str(d.port): str(d.knock_port) for d in config.active_advanced}
+    for port in sorted(set(doors) | set(knock_ports), key=lambda p: int(p) if p.isdigit() else 0):
+        c = doors.get(port) or {}
+        rejected = c.get("rejected") or {}
+        why = " ".join(f"{r}={n}" for r, n in sorted(rejected.items(), key=lambda i: (-i[1], i[0])))
+        table.add_row(port, knock_ports.get(port, "-"), *(str(c.get(k, 0)) for k in ("open", "close", "nothing-to-close")),
+                      str(sum(rejected.values())), why or "-")
     return table
 
 

@@ -27,7 +27,8 @@ def status_document(st) -> dict:
         "differs": list(seen.differs),
         "listener": {"running": st.listener_pid is not None, "pid": st.listener_pid,
                      "supervisor_pid": st.supervisor_pid,
-                     "replay_cache": (st.listener_state or {}).get("replay_cache")},
+                     "replay_cache": (st.listener_state or {}).get("replay_cache"),
+                     "decisions": (st.listener_state or {}).get("decisions")},
         "elsewhere": list(st.elsewhere),
     }
 

@@ -40,7 +40,7 @@ class Status:
     inspection: Inspection
     listener_pid: int | None
     supervisor_pid: int | None = None
-    listener_state: dict | None = None  # what the listener last wrote (replay cache trust)
+    listener_state: dict | None = None  # what the listener last wrote (replay cache trust, decisions)
     elsewhere: tuple[str, ...] = ()  # other backends that still hold awp state
 
 
@@ -106,12 +106,15 @@ def status(root: Root, runner=None) -> Status:
                   elsewhere)
 
 
+STATE_MAX = 1 << 20  # the listener's state file: a few hundred bytes per door
+
+
 def _listener_state(root: Root) -> dict | None:
     import json
 
     try:
         with open(root.listener_state, "rb") as fh:
-            return json.loads(fh.read(4096))
+            return json.loads(fh.read(STATE_MAX))
     except (OSError, ValueError):
         return None
 

@@ -41,7 +41,8 @@ def test_document_of_a_status():
         "refused": {"progress": 2, "open": 0},
         "kernel_matches_config": False,
         "differs": ["inet awp table"],
-        "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None},
+        "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None,
+                     "decisions": None},
         "elsewhere": [],
     }
 
@@ -50,7 +51,8 @@ def test_document_when_off_and_nothing_runs():
     doc = status_document(workflow.Status(Config(Settings()), Inspection("iptables-nft"), None))
     assert (doc["enabled"], doc["backend"], doc["doors"], doc["sources"]) == (False, "iptables-nft", [], [])
     assert (doc["refused"], doc["kernel_matches_config"], doc["differs"]) == ({}, True, [])
-    assert doc["listener"] == {"running": False, "pid": None, "supervisor_pid": None, "replay_cache": None}
+    assert doc["listener"] == {"running": False, "pid": None, "supervisor_pid": None, "replay_cache": None,
+                               "decisions": None}
 
 
 def test_the_document_is_plain_json():
