@@ -16,8 +16,8 @@ import heapq
 import time
 
 PERIOD = 60.0
-BURST = 100
-PER_SOURCE = 10
+BURST = 120  # as many as the 20 per 10 s before, in one minute
+PER_SOURCE = 30
 MAX_SOURCES = 4096
 TOP = 5
 
