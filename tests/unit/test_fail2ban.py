@@ -55,12 +55,13 @@ def test_the_filter_matches_bad_mac_and_malformed_only_in_every_form(tmp_path, f
     assert regex(log, *extra) == FAILED, form
 
 
-def test_a_line_cannot_be_made_to_name_another_address(tmp_path):
+def test_the_host_is_the_first_src_and_a_line_of_another_shape_is_not_matched(tmp_path):
     log = tmp_path / "log"
-    forged = "2026-12-02 08:00:00,123 awp.knockd.decisionlog: " + BODY["bad-mac"].replace(
-        "mac=ab12cd34", "mac=ab12cd34 src=198.18.9.9 x")
-    log.write_text(forged + "\n")
-    assert regex(log) in ([], ["198.18.1.2"])
+    start = "2026-12-02 08:00:00,123 awp.knockd.decisionlog: "
+    later_src = BODY["bad-mac"].replace("mac=ab12cd34", "mac=ab12cd34 src=198.18.9.9")
+    not_key_value = BODY["bad-mac"].replace("mac=ab12cd34", "mac=ab12cd34 from 198.18.9.9")
+    log.write_text(start + later_src + "\n" + start + not_key_value + "\n")
+    assert regex(log) == ["198.18.1.2"]
 
 
 def test_the_jail_example_is_a_valid_fail2ban_configuration(tmp_path):
