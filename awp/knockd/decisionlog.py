@@ -41,7 +41,7 @@ class DecisionLog:
     def __call__(self, d: Decision) -> None:
         if d.accepted:
             self.logger.info("%s", line(d))
-        elif self.budget.allow(str(d.src), d.reason):
+        elif self.budget.allow(d.src, d.reason):
             self.logger.warning("%s", line(d.refined()))
 
     def tick(self, now: float | None = None) -> None:

@@ -32,10 +32,10 @@ class RejectBudget:
     def _reset(self, now: float) -> None:
         self.start = now
         self.rejected = self.logged = self.untracked = 0
-        self.sources: dict[str, list[int]] = {}  # address -> [rejects, lines written]
+        self.sources: dict = {}  # address (any hashable; str() in the summary) -> [rejects, lines written]
         self.reasons: dict[str, int] = {}
 
-    def allow(self, src: str, reason: str) -> bool:
+    def allow(self, src, reason: str) -> bool:
         """Count one reject; whether its line may be written."""
         self.rejected += 1
         if len(self.reasons) < 64 or reason in self.reasons:  # reasons come from the code: a few
@@ -77,6 +77,7 @@ class RejectBudget:
                 f"reasons={','.join(f'{r}:{n}' for r, n in reasons) or '-'}")
 
 
-def _host(src: str) -> str:
+def _host(src) -> str:
     """An IPv6 address in brackets, so that ':count' stays readable: [2001:2::7]:40."""
-    return f"[{src}]" if ":" in src else src
+    text = str(src)
+    return f"[{text}]" if ":" in text else text
