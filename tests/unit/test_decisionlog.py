@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 import tracemalloc
 
@@ -219,3 +220,41 @@ def test_syslog_yes_without_a_syslog_socket_is_one_error_not_a_crash(tmp_path, c
     use_settings(Settings(syslog=True), address=str(tmp_path / "missing"), logger=logger)
     assert logger.handlers == []
     assert "syslog is not reachable" in caplog.text
+
+
+JOURNAL_CHILD = r"""
+import argparse, ipaddress, sys
+from awp.cli import _setup_logging
+from awp.knockd.decisionlog import DecisionLog
+from awp.knockd.events import Decision
+_setup_logging(argparse.Namespace(quiet=False, verbose=0, command=sys.argv[1]))
+out = DecisionLog()
+src = ipaddress.ip_address("198.18.1.2")
+out(Decision(0.0, src, 2000, 2222, "advanced", "open", "ok", "ab12cd34", 3600))
+out(Decision(0.0, src, 2000, 2222, "advanced", "reject", "bad-mac", "ab12cd34"))
+"""
+
+
+@pytest.mark.parametrize("journal", [True, False], ids=["journal stream", "log file"])
+def test_the_listener_process_writes_journal_lines_only_to_the_journal_stream(tmp_path, journal):
+    """`awp knockd`'s logging as cli sets it up: with stderr the journal stream systemd names
+    in JOURNAL_STREAM, priority prefixes and no time stamp; with stderr a file (the
+    supervisor's log) and JOURNAL_STREAM inherited from elsewhere, time stamps."""
+    import subprocess
+    import sys
+
+    err = tmp_path / "stderr"
+    with open(err, "wb") as fh:
+        st = os.fstat(fh.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino if journal else st.st_ino + 1}"}
+        subprocess.run([sys.executable, "-c", JOURNAL_CHILD, "knockd"], stderr=fh, env=env, check=True, timeout=30)
+    lines = err.read_text().splitlines()
+    body = ["awp.knockd.decisionlog: knock accepted decision=open reason=ok src=198.18.1.2 knock_port=2000 port=2222 "
+            "mode=advanced mac=ab12cd34 expires_in=3600",
+            "awp.knockd.decisionlog: knock rejected decision=reject reason=bad-mac src=198.18.1.2 knock_port=2000 "
+            "port=2222 mode=advanced mac=ab12cd34"]
+    if journal:
+        assert lines == ["<6>" + body[0], "<4>" + body[1]]
+    else:
+        assert [line.split(" ", 2)[2] for line in lines] == body
+        assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line) for line in lines), lines
