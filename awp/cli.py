@@ -192,6 +192,8 @@ def cmd_status(root, args) -> int:
     config, seen = st.config, st.inspection
     out.print(_doors_table(config, seen.counters))
     out.print(_sources_table(seen.sources))
+    if config.settings.ban:
+        out.print(_banned_table(config.settings, seen))
     if seen.refused and any(seen.refused.values()):
         err.print("awp: warning: a full set refused new entries: "
                   + ", ".join(f"{k} {v}" for k, v in seen.refused.items()), style="yellow", markup=False)
@@ -244,6 +246,21 @@ def _sources_table(sources) -> Table:
         table.add_row(str(s.port), s.source, s.state, f"{s.seconds_left} s")
     if not sources:
         table.add_row("-", "-", "no source is mid-sequence or open", "-")
+    return table
+
+
+def _banned_table(s, seen) -> Table:
+    c = seen.ban_counters
+    table = Table(title=f"banned sources ({s.ban_after} failures within {s.ban_window} s bar a source from "
+                        f"the knock ports for {s.ban_time} s)",
+                  caption=f"{c.get('dropped', 0)} packets from banned sources dropped; "
+                          f"{c.get('kernel_bans', 0)} bans by the kernel (simple mode)")
+    for column in ("source", "time left"):
+        table.add_column(column, no_wrap=True)
+    for src, left in seen.banned:
+        table.add_row(src, f"{left} s")
+    if not seen.banned:
+        table.add_row("-", "no source is banned")
     return table
 
 

@@ -16,6 +16,7 @@ import time
 from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
+from awp.knockd.ban import ban_observer
 from awp.knockd.control import take_pidfile
 from awp.knockd.events import Decision, Observer, notify
 from awp.knockd.nflog import NflogSocket, Packet
@@ -100,6 +101,7 @@ def run_listener(root: Root) -> int:
     grants = select(config.settings.backend).grants(config)
     replay = open_replay_cache(root, config, grants, time.time())
     listener = Listener(config, grants, replay)
+    listener.observers.append(ban_observer(lambda: listener.config))  # acts only while FW_PORTKNOCK_BAN is on
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),

@@ -43,6 +43,8 @@ def test_document_of_a_status():
         "differs": ["inet awp table"],
         "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None},
         "elsewhere": [],
+        "ban": {"enabled": False, "after": 5, "window": 60, "time": 600, "banned": [], "dropped": None,
+                "kernel_bans": None},
     }
 
 
