@@ -24,6 +24,7 @@ from awp.model import Config, Settings
 from awp.settings import parse_settings
 from awp.status_json import status_document
 
+DOOR = parse_simple("22:7481,2203,9127\n", "simple")
 V4, V6 = ipaddress.ip_address("198.18.5.2"), ipaddress.ip_address("2001:2:0:5::2")
 ALLOWED = ipaddress.ip_address("198.18.200.7")
 ON = Settings(enabled=True, advanced=True, ban=True, ban_after=3, ban_window=60, ban_time=600,
@@ -62,6 +63,14 @@ def test_bad_ban_value_names_file_line_and_key(key, value, words):
         parse_settings(text, "etc/config")
     assert (info.value.path, info.value.line) == ("etc/config", 4)
     assert key in info.value.message and all(w in info.value.message for w in words), info.value.message
+
+
+def test_a_ban_without_an_allowlist_draws_a_warning():
+    from awp.checks import check_config
+
+    warned = check_config(Config(Settings(enabled=True, ban=True), DOOR))
+    assert any("FW_PORTKNOCK_ALLOW is empty" in str(f) for f in warned)
+    assert not any("FW_PORTKNOCK_BAN" in str(f) for f in check_config(Config(ON, DOOR)))
 
 
 # --- the failure counter -------------------------------------------------------------------
@@ -244,7 +253,6 @@ def test_a_full_queue_drops_bans_instead_of_blocking():
 
 # --- the compilers -------------------------------------------------------------------------
 
-DOOR = parse_simple("22:7481,2203,9127\n", "simple")
 ADVANCED = parse_advanced("2222,2000,opensecret1,closesecret1\n", "advanced")
 
 
