@@ -10,12 +10,13 @@ are real SYNs (simple_helpers.knock).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from advanced_helpers import (OPEN, PORT, ListenerLog, deliver, knock, ref_mac, refused, rejected, safe_now,
-                              send, wait_connect)
+                              send, wait_connect, write_private)
 from advanced_helpers import servers  # noqa: F401  (pytest fixture)
-from simple_helpers import SHORT_DOOR, SHORT_SEQ, connects, setup
+from simple_helpers import SHORT_DOOR, SHORT_SEQ, apply, connects, settings, setup
 from simple_helpers import knock as knock_simple
 from views import BACKENDS, EVERY_BACKEND, status
 
@@ -116,6 +117,10 @@ def test_a_simple_mode_scanner_is_banned_only_when_the_ban_is_on(lab, tmp_path, 
         assert doc["ban"]["kernel_bans"] == 1 and doc["ban"]["dropped"] >= len(SHORT_SEQ)
         text = lab.server.awp(["status"], root).stdout
         assert "banned sources" in text and any(scanner.ip4 in line and " s" in line for line in text.splitlines())
+        write_private(Path(root) / "etc" / "config", settings(backend, FW_PORTKNOCK_BAN="no", **SCAN))
+        apply(lab, root)  # turning the ban off lifts every ban at once
+        knock_simple(lab, scanner, SHORT_SEQ)
+        assert connects(lab, scanner)
     else:
         assert connects(lab, scanner)
         assert doc["ban"] == {"enabled": False, "after": AFTER, "window": 30, "time": 30, "banned": [],
