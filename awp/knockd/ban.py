@@ -49,7 +49,7 @@ class FailureCounter:
     def __len__(self) -> int:
         return len(self._times)
 
-    def fail(self, src: str, now: float) -> bool:
+    def fail(self, src, now: float) -> bool:
         recent = tuple(t for t in self._times.pop(src, ()) if now - t < self.window) + (now,)
         if len(recent) >= self.after:
             return True
@@ -61,7 +61,9 @@ class FailureCounter:
 
 
 def allowlisted(src, settings: Settings) -> bool:
-    addr = ipaddress.ip_address(str(src))
+    if not settings.allow:
+        return False
+    addr = src if isinstance(src, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else ipaddress.ip_address(src)
     return any(addr.version == net.version and addr in net for net in settings.allow)
 
 
@@ -86,7 +88,7 @@ class Banner:
         if allowlisted(decision.src, s):
             return
         counter = self._counter(s)
-        if counter.fail(str(decision.src), self.clock()):
+        if counter.fail(decision.src, self.clock()):  # keyed by the address as the listener has it
             self._submit((config, decision))
 
     def _counter(self, s: Settings) -> FailureCounter:
