@@ -172,23 +172,28 @@ def watch(fetch, console: Console, interval: float, frames: int | None = None) -
     """Redraw a frame of fetch() (an awp.workflow.Status) every `interval` seconds until
     Ctrl-C (or `frames` frames, for tests). An error (say, a list being edited) shows in
     the frame and the view goes on."""
-    previous, shown = None, 0
+    if not console.is_terminal:  # a pipe or a file: one frame after the other, like watch(1) -t
+        return _loop(fetch, console, interval, frames, lambda frame: console.print(frame, "\n"))
     with Live(console=console, auto_refresh=False, transient=False, vertical_overflow="crop") as live:
-        try:
-            while frames is None or shown < frames:
-                started = time.monotonic()
-                now = time.time()
-                try:
-                    st = fetch()
-                    limits = Limits.for_height(console.size.height)
-                    live.update(frame(st, now, interval, limits, previous), refresh=True)
-                    state = (st.listener_state or {}).get("decisions")
-                    previous = state if isinstance(state, dict) else None
-                except AwpError as exc:
-                    live.update(error_frame(str(exc), now, interval), refresh=True)
-                shown += 1
-                if frames is None or shown < frames:
-                    time.sleep(max(0.0, interval - (time.monotonic() - started)))
-        except KeyboardInterrupt:
-            pass
+        return _loop(fetch, console, interval, frames, lambda frame: live.update(frame, refresh=True))
+
+
+def _loop(fetch, console: Console, interval: float, frames: int | None, draw) -> int:
+    previous, shown = None, 0
+    try:
+        while frames is None or shown < frames:
+            started = time.monotonic()
+            now = time.time()
+            try:
+                st = fetch()
+                draw(frame(st, now, interval, Limits.for_height(console.size.height), previous))
+                state = (st.listener_state or {}).get("decisions")
+                previous = state if isinstance(state, dict) else None
+            except AwpError as exc:
+                draw(error_frame(str(exc), now, interval))
+            shown += 1
+            if frames is None or shown < frames:
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        pass
     return 0

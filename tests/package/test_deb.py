@@ -133,6 +133,8 @@ def test_installed_examples_check_and_apply(installed):
     assert "protected TCP port(s): 22" in step(installed, "apply")
     status = step(installed, "status")
     assert "simple" in status and "7481" in status and "4410" in status and "match the configuration" in status
+    frames = re.findall(r"^awp status \d\d:\d\d:\d\d  every 1 s  nftables", step(installed, "watch"), re.M)
+    assert len(frames) >= 2, "the live view on Debian's python3-rich, ended by SIGINT with exit 0"
 
 
 def test_installed_man_pages(installed):

@@ -114,6 +114,14 @@ def test_watch_redraws_with_a_new_time_and_survives_an_error():
     assert len(calls) == 3 and "list being edited" in text and text.count("awp status") >= 3
 
 
+def test_watch_into_a_pipe_prints_frame_after_frame():
+    out = io.StringIO()
+    console = Console(file=out, width=80, height=30, color_system=None, legacy_windows=False)
+    assert not console.is_terminal
+    assert view.watch(lambda: status(crowd(10)), console, 0.2, frames=2) == 0
+    assert len(re.findall(r"^awp status \d\d:", out.getvalue(), re.M)) == 2 and "\x1b" not in out.getvalue()
+
+
 def test_watch_options_are_checked(monkeypatch, capsys):
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert main(["status", "--interval", "5"]) == 2
