@@ -29,7 +29,7 @@ step check_advanced awp check
 sed -i 's/^FW_PORTKNOCK_ADVANCED="yes"/FW_PORTKNOCK_ADVANCED="no"/' /etc/awp/config
 step apply awp -s -f
 step status awp status
-step watch timeout -s INT 2.5 awp status --watch --interval 1
+step watch timeout --preserve-status -s INT 2.5 awp status --watch --interval 1
 step man man -P cat awp
 step man_where man -w awp awp-portknock-list knock.sh
 step man_lint man --warnings -l /usr/share/man/man8/awp.8.gz
