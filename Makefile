@@ -33,7 +33,8 @@ test: setup
 	$(VENV)/bin/pytest -q -ra
 
 lint: setup
-	shellcheck client/knock.sh bin/awp
+	shellcheck client/knock.sh bin/awp packaging/debian/build.sh packaging/debian/postinst packaging/debian/prerm \
+	  packaging/debian/postrm tests/package/install.sh tests/netns/unit_sandbox.sh
 	for m in man/*.[0-9]; do man --warnings -l $$m >/dev/null; done
 
 # The Debian package (packaging/debian/README.md): build/awp_VERSION_all.deb
