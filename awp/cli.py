@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           argparse.SUPPRESS))
     sub.choices["status"].add_argument("--json", action="store_true",
                                        help="print the status as JSON (schema in awp(8))")
+    _watch_arguments(sub.choices["status"])
     _knock_arguments(sub.choices["knock"])
     return p
 
@@ -55,6 +56,13 @@ def _global_options(parser: argparse.ArgumentParser, root, verbose, quiet) -> No
     parser.add_argument("-v", "--verbose", action="count", default=verbose, help="more log output (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", default=quiet,
                         help="no informational log lines (warnings and errors still show)")
+
+
+def _watch_arguments(status: argparse.ArgumentParser) -> None:
+    status.add_argument("--watch", action="store_true",
+                        help="a live view that refreshes until Ctrl-C (summaries per door and step)")
+    status.add_argument("--interval", metavar="S", type=float, default=None,
+                        help="with --watch: seconds between refreshes (default 2)")
 
 
 def _knock_arguments(knock: argparse.ArgumentParser) -> None:
@@ -183,6 +191,8 @@ def cmd_status(root, args) -> int:
     from awp import workflow
 
     _require_root()
+    if args.watch or args.interval is not None:
+        return _watch(root, args)
     st = workflow.status(root)
     if getattr(args, "json", False):
         from awp.status_json import status_document
@@ -207,6 +217,19 @@ def cmd_status(root, args) -> int:
     if config.active_advanced or st.listener_pid:
         out.print(_listener_line(st), markup=False)
     return 0
+
+
+def _watch(root, args) -> int:
+    from awp import view, workflow
+
+    interval = 2.0 if args.interval is None else args.interval
+    if not args.watch:
+        raise UsageError("--interval goes with --watch")
+    if args.json:
+        raise UsageError("--watch draws a terminal view; --json prints one document")
+    if not view.INTERVAL_MIN <= interval <= view.INTERVAL_MAX:
+        raise UsageError(f"--interval must be {view.INTERVAL_MIN:g} to {view.INTERVAL_MAX:g} seconds")
+    return view.watch(lambda: workflow.status(root), Console(highlight=False), interval)
 
 
 def _listener_line(st) -> str:
