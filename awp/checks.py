@@ -82,6 +82,11 @@ def _settings_warnings(config: Config) -> list[Finding]:
         if nets and list(ipaddress.collapse_addresses(nets)) == [ipaddress.ip_network(everyone)]:
             found.append(Finding(None, f"FW_PORTKNOCK_ALLOW covers every IPv{version} address ({everyone}): "
                                        f"every door is open to all of IPv{version}, knock or not"))
+    s = config.settings
+    if s.ban and s.enabled and not s.allow:
+        found.append(Finding(None, "FW_PORTKNOCK_BAN is on and FW_PORTKNOCK_ALLOW is empty: anyone who sends "
+                                   "failed knocks with your address as their source can bar you from every "
+                                   "knock port; put your management network in FW_PORTKNOCK_ALLOW (awp(8), BAN)"))
     return found
 
 

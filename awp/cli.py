@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           argparse.SUPPRESS))
     sub.choices["status"].add_argument("--json", action="store_true",
                                        help="print the status as JSON (schema in awp(8))")
+    _watch_arguments(sub.choices["status"])
     _knock_arguments(sub.choices["knock"])
     return p
 
@@ -55,6 +56,13 @@ def _global_options(parser: argparse.ArgumentParser, root, verbose, quiet) -> No
     parser.add_argument("-v", "--verbose", action="count", default=verbose, help="more log output (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", default=quiet,
                         help="no informational log lines (warnings and errors still show)")
+
+
+def _watch_arguments(status: argparse.ArgumentParser) -> None:
+    status.add_argument("--watch", action="store_true",
+                        help="a live view that refreshes until Ctrl-C (summaries per door and step)")
+    status.add_argument("--interval", metavar="S", type=float, default=None,
+                        help="with --watch: seconds between refreshes (default 2)")
 
 
 def _knock_arguments(knock: argparse.ArgumentParser) -> None:
@@ -184,6 +192,8 @@ def cmd_status(root, args) -> int:
     from awp import workflow
 
     _require_root()
+    if args.watch or args.interval is not None:
+        return _watch(root, args)
     st = workflow.status(root)
     if getattr(args, "json", False):
         from awp.status_json import status_document
@@ -193,6 +203,8 @@ def cmd_status(root, args) -> int:
     config, seen = st.config, st.inspection
     out.print(_doors_table(config, seen.counters))
     out.print(_sources_table(seen.sources))
+    if config.settings.ban:
+        out.print(_banned_table(config.settings, seen))
     if seen.refused and any(seen.refused.values()):
         err.print("awp: warning: a full set refused new entries: "
                   + ", ".join(f"{k} {v}" for k, v in seen.refused.items()), style="yellow", markup=False)
@@ -209,6 +221,19 @@ def cmd_status(root, args) -> int:
     if st.listener_pid and isinstance(decisions, dict):
         out.print(_decisions_table(config, decisions))
     return 0
+
+
+def _watch(root, args) -> int:
+    from awp import view, workflow
+
+    interval = 2.0 if args.interval is None else args.interval
+    if not args.watch:
+        raise UsageError("--interval goes with --watch")
+    if args.json:
+        raise UsageError("--watch draws a terminal view; --json prints one document")
+    if not view.INTERVAL_MIN <= interval <= view.INTERVAL_MAX:
+        raise UsageError(f"--interval must be {view.INTERVAL_MIN:g} to {view.INTERVAL_MAX:g} seconds")
+    return view.watch(lambda: workflow.status(root), Console(highlight=False), interval)
 
 
 def _listener_line(st) -> str:
@@ -269,6 +294,21 @@ def _sources_table(sources) -> Table:
         table.add_row(str(s.port), s.source, s.state, f"{s.seconds_left} s")
     if not sources:
         table.add_row("-", "-", "no source is mid-sequence or open", "-")
+    return table
+
+
+def _banned_table(s, seen) -> Table:
+    c = seen.ban_counters
+    table = Table(title=f"banned sources ({s.ban_after} failures within {s.ban_window} s bar a source from "
+                        f"the knock ports for {s.ban_time} s)",
+                  caption=f"{c.get('dropped', 0)} packets from banned sources dropped; "
+                          f"{c.get('kernel_bans', 0)} bans by the kernel (simple mode)")
+    for column in ("source", "time left"):
+        table.add_column(column, no_wrap=True)
+    for src, left in seen.banned:
+        table.add_row(src, f"{left} s")
+    if not seen.banned:
+        table.add_row("-", "no source is banned")
     return table
 
 

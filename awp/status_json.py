@@ -30,7 +30,17 @@ def status_document(st) -> dict:
                      "replay_cache": (st.listener_state or {}).get("replay_cache"),
                      "decisions": (st.listener_state or {}).get("decisions")},
         "elsewhere": list(st.elsewhere),
+        "ban": _ban(config.settings, seen),
     }
+
+
+def _ban(s, seen) -> dict:
+    """FW_PORTKNOCK_BAN: its settings, the banned sources and the kernel's counters (None: off)."""
+    counters = seen.ban_counters
+    return {"enabled": s.ban, "after": s.ban_after, "window": s.ban_window, "time": s.ban_time,
+            "banned": [{"source": src, "seconds_left": left} for src, left in seen.banned],
+            "dropped": counters.get("dropped") if s.ban else None,
+            "kernel_bans": counters.get("kernel_bans") if s.ban else None}
 
 
 def _state(label: str) -> str:

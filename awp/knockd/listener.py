@@ -17,6 +17,7 @@ from functools import partial
 from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
+from awp.knockd.ban import ban_observer
 from awp.knockd.control import take_pidfile
 from awp.knockd import events
 from awp.knockd.decisionlog import DecisionCounters, DecisionLog
@@ -91,6 +92,7 @@ def run_listener(root: Root) -> int:
     use_settings(config.settings)
     decision_log = DecisionLog()  # the log lines (awp.knockd.decisionlog), then the counters
     listener = Listener(config, grants, replay, [decision_log, DecisionCounters(time.time())])
+    listener.observers.append(ban_observer(lambda: listener.config))  # acts only while FW_PORTKNOCK_BAN is on
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),

@@ -44,6 +44,8 @@ def test_document_of_a_status():
         "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None,
                      "decisions": None},
         "elsewhere": [],
+        "ban": {"enabled": False, "after": 5, "window": 60, "time": 600, "banned": [], "dropped": None,
+                "kernel_bans": None},
     }
 
 
