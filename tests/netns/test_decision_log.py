@@ -126,3 +126,45 @@ def test_status_shows_the_listeners_decisions_per_door(lab, make_server):
     total = sum(want["rejected"].values())
     assert re.search(rf"\b{want['open']}\b.*\b{want['close']}\b.*\b{want['nothing-to-close']}\b.*\b{total}\b",
                      row), row
+
+
+def test_a_junk_flood_from_many_sources_costs_a_bounded_log_and_status_counts_it_all(lab, make_server):
+    """300 bound sources send 10 junk knocks each: the log holds at most the minute's 120
+    reject lines and the summary counts the rest, while `awp status` counts every one."""
+    import os
+
+    from crowd import bind_sources, datagrams
+
+    srv = make_server()
+    srv.start()
+    c1 = lab.clients[0]
+    dst = lab.server_ip4(c1)
+    sources = bind_sources(lab, c1, 300)
+    mark = srv.log.mark()
+    # right-sized junk (the kernel passes other sizes at 20/s): half bad MACs, half not hex
+    sends = [(src, os.urandom(32).hex().encode() + b"\n" if i % 2 else b"g" * 64 + b"\n")
+             for i in range(10) for src in sources]
+    datagrams(c1, dst, KNOCK_PORT, sends)
+
+    def counted() -> int:
+        doc = json.loads(srv.awp("status", "--json").stdout)["listener"]["decisions"] or {}
+        return sum(((doc.get("doors") or {}).get(str(PORT)) or {}).get("rejected", {}).values())
+
+    wait_for(lambda: counted() >= len(sends) * 0.98, 30, "status to count the flood")
+    total = counted()
+    srv.awp("remove")
+    wait_for(lambda: "knock summary " in srv.log.since(mark), 10, "the listener's last summary")
+    text = srv.log.since(mark)
+    rejects = [line for line in text.splitlines() if "knock rejected " in line]
+    summaries = [line for line in text.splitlines() if "knock summary " in line]
+    assert len(rejects) <= 120 * len(summaries), (len(rejects), summaries)
+    assert len(text.encode()) < 200 * 120 * len(summaries) + 2000, len(text.encode())
+    fields = [dict(kv.split("=", 1) for kv in s.split("knock summary ", 1)[1].split()) for s in summaries]
+    assert sum(int(f["rejected"]) for f in fields) == total  # the log's summaries and status agree
+    assert sum(int(f["logged"]) for f in fields) == len(rejects)
+    if len(summaries) == 1:  # the flood fell in one minute of the listener's
+        f = fields[0]
+        assert f["logged"] == "120" and int(f["suppressed"]) == total - 120 and f["sources"] == "300", f
+        assert len(f["top_src"].split(",")) == 5, f
+        reasons = dict(r.split(":") for r in f["reasons"].split(","))
+        assert set(reasons) == {"bad-mac", "malformed"} and sum(map(int, reasons.values())) == total, f
