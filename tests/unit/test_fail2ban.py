@@ -25,6 +25,8 @@ BODY = {
     "unknown": "knock rejected decision=reject reason=unknown-port src=198.18.1.6 knock_port=2001 port=- "
                "mode=advanced mac=-",
     "open": f"knock accepted decision=open reason=ok src=198.18.1.7 {TAIL} expires_in=3600",
+    "banned": "source banned src=198.18.1.8 mode=advanced failures=5 window=60s ban_time=600s reason=bad-mac "
+              "knock_port=2000",
     "summary": "knock summary period=60 rejected=9 logged=9 suppressed=0 sources=2 untracked=0 "
                "top_src=198.18.1.2:8,[2001:2::7]:1 reasons=bad-mac:9",
 }
