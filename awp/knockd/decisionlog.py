@@ -19,6 +19,9 @@ from awp.knockd.events import Decision
 from awp.knockd.ratelog import RejectBudget
 
 log = logging.getLogger(__name__)
+# Rejects whose MAC is right for the source: a client repeating its knock, or the listener's
+# own caution after a restart. Logged at info, not as a warning: they are not attacks.
+QUIET = frozenset({"replay", "untrusted-cache"})
 
 
 def line(d: Decision) -> str:
@@ -42,7 +45,8 @@ class DecisionLog:
         if d.accepted:
             self.logger.info("%s", line(d))
         elif self.budget.allow(d.src, d.reason):
-            self.logger.warning("%s", line(d.refined()))
+            level = logging.INFO if d.reason in QUIET else logging.WARNING
+            self.logger.log(level, "%s", line(d.refined()))
 
     def tick(self, now: float | None = None) -> None:
         self._summary(self.budget.roll())

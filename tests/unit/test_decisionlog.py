@@ -258,3 +258,14 @@ def test_the_listener_process_writes_journal_lines_only_to_the_journal_stream(tm
     else:
         assert [line.split(" ", 2)[2] for line in lines] == body
         assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line) for line in lines), lines
+
+
+def test_a_replay_is_info_and_a_bad_mac_a_warning(clock, caplog):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    out = DecisionLog(budget=RejectBudget(clock=clock))
+    for reason in ("replay", "untrusted-cache", "bad-mac", "malformed", "unknown-port"):
+        out(reject(reason=reason))
+    out(accept())
+    levels = [(r.levelname, r.getMessage().split(" reason=")[1].split()[0]) for r in caplog.records]
+    assert levels == [("INFO", "replay"), ("INFO", "untrusted-cache"), ("WARNING", "bad-mac"),
+                      ("WARNING", "malformed"), ("WARNING", "unknown-port"), ("INFO", "ok")]
