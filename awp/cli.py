@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "remove": "remove every rule and chain awp installed, stop the listener",
                 "knockd": "run the advanced-mode listener in the foreground",
                 "supervise": "run the listener under awp's supervisor (what awp -s -f starts)",
-                "knock": "send an advanced-mode knock (like client/knock.sh)"}
+                "knock": "send an advanced-mode knock (like client/knock.sh)",
+                "grant": "open an advanced door for one source by hand (kernel expiry, as a knock)",
+                "revoke": "close a grant (a knock's or a hand grant) for one source"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["status"].add_argument("--json", action="store_true",
                                        help="print the status as JSON (schema in awp(8))")
     _knock_arguments(sub.choices["knock"])
+    _grant_arguments(sub.choices["grant"], sub.choices["revoke"])
     return p
 
 
@@ -65,6 +68,14 @@ def _knock_arguments(knock: argparse.ArgumentParser) -> None:
     knock.add_argument("-s", "--source", dest="source_address", metavar="ADDR",
                        help="the address the server sees, when it is not this host's own (behind NAT: "
                             "the public address); default: the source address the kernel picks")
+
+
+def _grant_arguments(grant: argparse.ArgumentParser, revoke: argparse.ArgumentParser) -> None:
+    for parser in (grant, revoke):
+        parser.add_argument("address", help="the source: one IPv4 or IPv6 address")
+        parser.add_argument("port", help="the advanced door's protected TCP port")
+    grant.add_argument("--for", dest="seconds", metavar="SECONDS",
+                       help="lifetime in seconds, 1 to FW_PORTKNOCK_AUTOCLOSE (the default; nftables only)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +105,8 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     if args.dry_run or args.force:
         raise UsageError("--dry-run and --force go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
-                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock}
+                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
+                "grant": cmd_grant, "revoke": cmd_revoke}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -267,4 +279,25 @@ def cmd_knock(root, args) -> int:
     secret = sys.stdin.readline().rstrip("\n") if args.secret == "-" else args.secret
     sent = send_knock(args.destination, args.port, secret, args.source_address)
     out.print(f"awp: knock sent to {sent}", markup=False)
+    return 0
+
+
+def cmd_grant(root, args) -> int:
+    from awp import grant
+
+    _require_root()
+    done = grant.grant(root, args.address, args.port, args.seconds, grant.admin_name())
+    out.print(f"awp: granted {done.source} on port {done.port} for {done.seconds} s (expires in the kernel)",
+              markup=False)
+    return 0
+
+
+def cmd_revoke(root, args) -> int:
+    from awp import grant
+
+    _require_root()
+    if grant.revoke(root, args.address, args.port, grant.admin_name()):
+        out.print(f"awp: revoked {args.address} on port {args.port}; new connections are refused", markup=False)
+    else:
+        out.print(f"awp: {args.address} had no grant on port {args.port}; nothing to revoke", markup=False)
     return 0

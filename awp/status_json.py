@@ -21,6 +21,7 @@ def status_document(st) -> dict:
         "backend": seen.backend,
         "doors": sorted(doors, key=lambda d: d["port"]),
         "sources": [{"port": s.port, "source": s.source, "state": _state(s.state), "step": _step(s.state),
+                     "by": s.state.partition(" by ")[2] or None,
                      "seconds_left": s.seconds_left} for s in seen.sources],
         "refused": dict(seen.refused),
         "kernel_matches_config": seen.matches,
@@ -33,7 +34,7 @@ def status_document(st) -> dict:
 
 
 def _state(label: str) -> str:
-    return "knocking" if label.startswith("knocking") else label
+    return "knocking" if label.startswith("knocking") else label.partition(" by ")[0]
 
 
 def _step(label: str) -> list[int] | None:

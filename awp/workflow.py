@@ -100,10 +100,20 @@ def status(root: Root, runner=None) -> Status:
     config = load_config(root)
     backend = select(config.settings.backend, runner)
     inspection = backend.inspect(resolve_stealth(config, backend))
+    inspection = dataclasses.replace(inspection, sources=_hand_grants(root, inspection.sources))
     pid = control.running_pid(root)
     elsewhere = tuple(b.name for b, _ in _holding(runner, skip=backend.name))
     return Status(config, inspection, pid, control.supervisor_pid(root), _listener_state(root) if pid else None,
                   elsewhere)
+
+
+def _hand_grants(root: Root, sources):
+    import time
+
+    from awp.grant import label_hand_grants, records
+
+    found = records(root)
+    return label_hand_grants(sources, found, time.time()) if found else sources
 
 
 def _listener_state(root: Root) -> dict | None:
