@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "supervise": "run the listener under awp's supervisor (what awp -s -f starts)",
                 "knock": "send an advanced-mode knock (like client/knock.sh)",
                 "grant": "open an advanced door for one source by hand (kernel expiry, as a knock)",
-                "revoke": "close a grant (a knock's or a hand grant) for one source"}
+                "revoke": "close a grant (a knock's or a hand grant) for one source",
+                "secret": "print a strong random secret for the advanced list (fits xt_pknock too)"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        help="print the status as JSON (schema in awp(8))")
     _knock_arguments(sub.choices["knock"])
     _grant_arguments(sub.choices["grant"], sub.choices["revoke"])
+    sub.choices["secret"].add_argument("--length", type=int, default=31, metavar="N",
+                                       help="characters, 22 to 128 (default 31: what xt_pknock keeps)")
     return p
 
 
@@ -106,7 +109,7 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
         raise UsageError("--dry-run and --force go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
                 "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
-                "grant": cmd_grant, "revoke": cmd_revoke}
+                "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -300,4 +303,11 @@ def cmd_revoke(root, args) -> int:
         out.print(f"awp: revoked {args.address} on port {args.port}; new connections are refused", markup=False)
     else:
         out.print(f"awp: {args.address} had no grant on port {args.port}; nothing to revoke", markup=False)
+    return 0
+
+
+def cmd_secret(root, args) -> int:
+    from awp.secret import make_secret
+
+    sys.stdout.write(make_secret(args.length) + "\n")  # not rich: nothing may wrap or colour it
     return 0
