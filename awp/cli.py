@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--firewall", action="store_true", help="with -s: validate and apply the firewall")
     p.add_argument("--dry-run", action="store_true", help="with -s -f: print what would be loaded, load nothing")
     p.add_argument("--force", action="store_true", help="with -s -f: apply even if it closes your SSH port")
+    p.add_argument("--confirm", type=int, metavar="SECONDS", dest="confirm_seconds",
+                   help="with -s -f: put the previous firewall back unless `awp confirm` runs within SECONDS")
     p.add_argument("-V", "--version", action="version", version=f"awp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     commands = {"check": "validate settings and lists, touch nothing (like sshd -t)",
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "knock": "send an advanced-mode knock (like client/knock.sh)",
                 "grant": "open an advanced door for one source by hand (kernel expiry, as a knock)",
                 "revoke": "close a grant (a knock's or a hand grant) for one source",
-                "secret": "print a strong random secret for the advanced list (fits xt_pknock too)"}
+                "secret": "print a strong random secret for the advanced list (fits xt_pknock too)",
+                "confirm": "keep what a pending awp -s -f --confirm applied (stops its rollback)"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -105,11 +108,11 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
         if not (args.set and args.firewall):
             raise UsageError("apply is spelled: awp -s -f")
         return cmd_apply(root, args)
-    if args.dry_run or args.force:
-        raise UsageError("--dry-run and --force go with -s -f")
+    if args.dry_run or args.force or args.confirm_seconds is not None:
+        raise UsageError("--dry-run, --force and --confirm go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
                 "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
-                "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret}
+                "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret, "confirm": cmd_confirm}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -154,9 +157,17 @@ def cmd_check(root, args) -> int:
 
 
 def cmd_apply(root, args) -> int:
-    from awp import workflow
+    from awp import confirm, workflow
 
     _require_root()
+    if args.dry_run and args.confirm_seconds is not None:
+        raise UsageError("--confirm applies; it does not go with --dry-run")
+    if args.confirm_seconds is not None:
+        confirm.check_seconds(args.confirm_seconds)
+    if not args.dry_run:
+        note = confirm.before_apply(root)
+        if note:
+            err.print(f"awp: warning: {note}", style="yellow", markup=False)
     config, findings = workflow.load(root)
     _print_warnings(findings)
     if args.dry_run:
@@ -164,12 +175,19 @@ def cmd_apply(root, args) -> int:
         out.print(f"# backend {plan.backend}" + ("" if plan.changed else ": no change"), markup=False)
         out.print(plan.text, end="", markup=False)
         return 0
-    done = workflow.apply(root, config, force=args.force, ssh_connection=os.environ.get("SSH_CONNECTION"))
+    ssh = os.environ.get("SSH_CONNECTION")
+    if args.confirm_seconds is not None:
+        done, state = confirm.apply(root, config, args.confirm_seconds, force=args.force, ssh_connection=ssh)
+    else:
+        done = workflow.apply(root, config, force=args.force, ssh_connection=ssh)
     if done.listener:
         log.info("listener %s", done.listener)
     for name in done.removed_from:
         out.print(f"awp: removed awp's rules from the {name} backend (now on {done.plan.backend})", markup=False)
     _report_apply(config, done.plan)
+    if args.confirm_seconds is not None:
+        out.print(f"awp: run awp confirm within {state['seconds']} s to keep this; otherwise the previous "
+                  f"firewall comes back (timer survives this session)", markup=False)
     return 0
 
 
@@ -185,9 +203,11 @@ def _report_apply(config, plan) -> None:
 
 
 def cmd_remove(root, args) -> int:
-    from awp import workflow
+    from awp import confirm, workflow
 
     _require_root()
+    if confirm.cancel(root):
+        out.print("awp: cancelled the pending --confirm (nothing to roll back to after a remove)", markup=False)
     removed = workflow.remove(root)
     out.print(f"awp: removed awp's rules ({', '.join(removed)})" if removed
               else "awp: nothing of awp's was installed", markup=False)
@@ -219,7 +239,22 @@ def cmd_status(root, args) -> int:
                   "takes them out", style="yellow", markup=False)
     if config.active_advanced or st.listener_pid:
         out.print(_listener_line(st), markup=False)
+    _confirm_line(root)
     return 0
+
+
+def _confirm_line(root) -> None:
+    from awp import confirm
+
+    state = confirm.pending(root)
+    if state is None:
+        return
+    if state.get("timer_pid"):
+        err.print(f"confirm: the apply of {state['applied_at']} rolls back in {state.get('seconds_left')} s "
+                  "unless awp confirm runs", style="yellow", markup=False)
+    else:
+        err.print("confirm: a pending apply lost its timer; the next awp -s -f puts the previous "
+                  "configuration back first", style="yellow", markup=False)
 
 
 def _listener_line(st) -> str:
@@ -310,4 +345,13 @@ def cmd_secret(root, args) -> int:
     from awp.secret import make_secret
 
     sys.stdout.write(make_secret(args.length) + "\n")  # not rich: nothing may wrap or colour it
+    return 0
+
+
+def cmd_confirm(root, args) -> int:
+    from awp import confirm
+
+    _require_root()
+    state = confirm.confirm(root)
+    out.print(f"awp: confirmed the apply of {state['applied_at']}; it stays", markup=False)
     return 0

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from awp import snapshot
 from awp.backend import NAMES, Backend, Inspection, Plan, select
 from awp.errors import ApplyError, AwpError, ConfigError, EnvironmentProblem, ListenerError, LockoutRefused
 from awp.load import load_and_check, load_config
@@ -77,7 +78,16 @@ def apply(root: Root, config: Config, *, force: bool, ssh_connection: str | None
         backend.apply(plan)
         listener = _sync_listener(root, config, backend, plan)
         removed = _remove_others(backend, runner)
+        _remember(root, snapshot.record_applied)
     return Applied(config, plan, listener, removed)
+
+
+def _remember(root: Root, what) -> None:
+    """The copy of the applied files that `--confirm` rolls back to (awp.snapshot)."""
+    try:
+        what(root)
+    except OSError as exc:
+        log.warning("cannot record the applied configuration under %s: %s", snapshot.applied_dir(root), exc)
 
 
 def remove(root: Root, runner=None) -> tuple[str, ...]:
@@ -91,6 +101,7 @@ def remove(root: Root, runner=None) -> tuple[str, ...]:
             backend.apply(plan)
             log.info("removed awp's state backend=%s", backend.name)
             removed.append(backend.name)
+        _remember(root, snapshot.forget_applied)
         return tuple(removed)
 
 
