@@ -35,7 +35,7 @@ from awp import snapshot
 from awp.errors import ApplyError, AwpError, ConfirmPending, NothingToConfirm, UsageError
 from awp.paths import Root
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("awp.confirm")  # also when run as __main__ (the timer)
 MAX_SECONDS = 86400
 TIMER_START = 5.0  # seconds the applier waits for the timer to run
 LOCK_WAIT = 60.0  # seconds a rollback waits for another awp command to finish
@@ -53,15 +53,18 @@ def _log_path(root: Root) -> Path:
     return root.base / "var" / "log" / "awp-confirm.log"
 
 
-def pending(root: Root) -> dict | None:
-    """The pending confirmation's state, with "seconds_left" and "timer_pid"; None if none."""
+def pending(root: Root, timer: bool = True) -> dict | None:
+    """The pending confirmation's state, with "seconds_left" and (timer=True) "timer_pid";
+    None if none. The timer itself passes timer=False: probing its own pidfile's lock from
+    the process that holds it would release it (POSIX record locks are per process)."""
     try:
         state = json.loads((pending_dir(root) / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    from awp.knockd.control import running_pid
+    if timer:
+        from awp.knockd.control import running_pid
 
-    state["timer_pid"] = running_pid(root, _timer_pidfile(root))
+        state["timer_pid"] = running_pid(root, _timer_pidfile(root))
     if "deadline" in state:
         state["seconds_left"] = max(0, int(state["deadline"] - time.time() + 0.5))
     return state
@@ -266,17 +269,17 @@ def run_timer(root: Root, token: str) -> int:
     lock = take_pidfile(_timer_pidfile(root), "confirm timer")
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
     try:
-        state = pending(root)
+        state = pending(root, timer=False)
         if state is None or state.get("token") != token:
             return 0
         log.info("timer started pid=%d rollback_in=%ds", os.getpid(), state["seconds"])
         while time.monotonic() < state["deadline_monotonic"]:
             time.sleep(min(0.1, max(0.0, state["deadline_monotonic"] - time.monotonic())))
-            if (pending(root) or {}).get("token") != token:
+            if (pending(root, timer=False) or {}).get("token") != token:
                 log.info("timer ended: confirmed")
                 return 0
         with _locked(root):
-            state = pending(root)
+            state = pending(root, timer=False)
             if state is None or state.get("token") != token:
                 return 0
             _rollback(root, state, f"not confirmed within {state['seconds']} s")
