@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "grant": "open an advanced door for one source by hand (kernel expiry, as a knock)",
                 "revoke": "close a grant (a knock's or a hand grant) for one source",
                 "secret": "print a strong random secret for the advanced list (fits xt_pknock too)",
-                "confirm": "keep what a pending awp -s -f --confirm applied (stops its rollback)"}
+                "confirm": "keep what a pending awp -s -f --confirm applied (stops its rollback)",
+                "metrics": "print counters and health in the Prometheus text format (textfile collector)"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        help="print the status as JSON (schema in awp(8))")
     _knock_arguments(sub.choices["knock"])
     _grant_arguments(sub.choices["grant"], sub.choices["revoke"])
+    sub.choices["metrics"].add_argument("-o", "--output", metavar="FILE",
+                                        help="write FILE atomically instead of printing (e.g. "
+                                             "/var/lib/prometheus/node-exporter/awp.prom)")
     sub.choices["secret"].add_argument("--length", type=int, default=31, metavar="N",
                                        help="characters, 22 to 128 (default 31: what xt_pknock keeps)")
     return p
@@ -112,7 +116,8 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
         raise UsageError("--dry-run, --force and --confirm go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
                 "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
-                "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret, "confirm": cmd_confirm}
+                "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret, "confirm": cmd_confirm,
+                "metrics": cmd_metrics}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -354,4 +359,19 @@ def cmd_confirm(root, args) -> int:
     _require_root()
     state = confirm.confirm(root)
     out.print(f"awp: confirmed the apply of {state['applied_at']}; it stays", markup=False)
+    return 0
+
+
+def cmd_metrics(root, args) -> int:
+    from awp import metrics
+
+    _require_root()
+    text = metrics.collect(root)
+    if args.output:
+        try:
+            metrics.write_atomically(Path(args.output), text)
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)  # not rich: exact bytes
     return 0
