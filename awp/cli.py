@@ -89,6 +89,9 @@ def _grant_arguments(grant: argparse.ArgumentParser, revoke: argparse.ArgumentPa
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "_ports" in argv[:3]:
+        return _complete_ports(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
@@ -374,4 +377,14 @@ def cmd_metrics(root, args) -> int:
             raise EnvironmentProblem(f"cannot write {args.output}: {exc.strerror}") from None
     else:
         sys.stdout.write(text)  # not rich: exact bytes
+    return 0
+
+
+def _complete_ports(argv: list[str]) -> int:
+    """`awp [--root DIR] _ports`: the advanced doors' protected ports, one a line, for the
+    bash completion (etc/bash_completion.d/awp). Hidden; prints nothing it cannot read."""
+    from awp.complete import door_ports
+
+    root = argv[argv.index("--root") + 1] if "--root" in argv[:-1] else None
+    sys.stdout.write("".join(f"{port}\n" for port in door_ports(root)))
     return 0
