@@ -333,6 +333,8 @@ def cmd_grant(root, args) -> int:
 
     _require_root()
     done = grant.grant(root, args.address, args.port, args.seconds, grant.admin_name())
+    if done.note:
+        err.print(f"awp: warning: {done.note}", style="yellow", markup=False)
     out.print(f"awp: granted {done.source} on port {done.port} for {done.seconds} s (expires in the kernel)",
               markup=False)
     return 0

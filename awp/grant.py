@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from awp.backend import Address, SourceState, select
-from awp.errors import EnvironmentProblem, UsageError
+from awp.errors import AwpError, EnvironmentProblem, UsageError
 from awp.load import load_config
 from awp.model import Config
 from awp.paths import Root
@@ -40,6 +40,7 @@ class Granted:
     port: int
     source: str
     seconds: int
+    note: str | None = None  # a warning for the admin (the kernel does not hold this configuration)
 
 
 def parse_address(text: str) -> Address:
@@ -91,7 +92,8 @@ def grant(root: Root, address: str, port: str, seconds: str | None, user: str, r
     addr = parse_address(address)
     door = _door_port(config, parse_port(port), addr)
     ttl = parse_seconds(seconds, config.settings.autoclose)
-    store = select(config.settings.backend, runner).grants(config)
+    backend = select(config.settings.backend, runner)
+    store = backend.grants(config)
     if ttl != config.settings.autoclose and not getattr(store, "ttl_per_grant", False):
         raise EnvironmentProblem(f"--for {ttl}: the {config.settings.backend} backend gives every grant "
                                  f"FW_PORTKNOCK_AUTOCLOSE ({config.settings.autoclose} s), as xt_recent keeps only "
@@ -99,7 +101,21 @@ def grant(root: Root, address: str, port: str, seconds: str | None, user: str, r
     store.open(door, addr, ttl)
     _audit(root, f"awp grant by=admin user={user} src={addr} port={door} expires_in={ttl}s")
     _record(root, door, str(addr), {"by": "admin", "user": user, "until": int(time.time()) + ttl})
-    return Granted(door, str(addr), ttl)
+    return Granted(door, str(addr), ttl, _unapplied(config, backend))
+
+
+def _unapplied(config: Config, backend) -> str | None:
+    """The grant is in the kernel, but is the door? Not if the lists were edited since the
+    last apply."""
+    from awp.workflow import resolve_stealth
+
+    try:
+        if not backend.plan(resolve_stealth(config, backend)).changed:
+            return None
+    except AwpError:
+        return None
+    return "the kernel's rules differ from the configuration (edited since the last awp -s -f?): " \
+           "the grant only works if the kernel's rules have this door"
 
 
 def revoke(root: Root, address: str, port: str, user: str, runner=None) -> bool:

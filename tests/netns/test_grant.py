@@ -28,6 +28,7 @@ def test_grant_lets_one_source_in_revoke_and_expiry_shut_it(lab, make_server, ba
     assert done.returncode == 0, done.stderr
     assert f"awp grant by=admin user=" in done.stderr and f"src={c1.ip4} port={PORT} expires_in={AUTOCLOSE}s" in done.stderr
     assert f"src={c1.ip4} port={PORT}" in srv.log.text()  # the audit line, beside the knocks'
+    assert "warning" not in done.stderr  # the kernel holds this configuration
     assert wait_connect(c1, d1)
     assert refused(c2, d2)
     granted = {(s["port"], s["source"]): s for s in status(lab.server, srv.root)["sources"]}

@@ -41,7 +41,8 @@ def test_grant_opens_the_door_for_autoclose_by_default_and_logs_one_line(world, 
     with caplog.at_level(logging.INFO, logger="awp.grant"):
         done = grant.grant(root, "198.18.1.2", "2222", None, "alice")
     assert backend.store.calls == [("open", 2222, ipaddress.ip_address("198.18.1.2"), 600)]
-    assert done == grant.Granted(2222, "198.18.1.2", 600)
+    assert done == grant.Granted(2222, "198.18.1.2", 600, done.note)
+    assert "differ" in done.note  # the fake kernel holds nothing: the door is not there
     lines = [r.getMessage() for r in caplog.records if r.name == "awp.grant"]
     assert lines == ["awp grant by=admin user=alice src=198.18.1.2 port=2222 expires_in=600s"]
     assert lines[0] in root.listener_log.read_text()
@@ -147,3 +148,11 @@ def test_status_json_keeps_state_granted_and_says_by_whom():
     from awp.status_json import _state
 
     assert _state("granted by admin") == "granted" and _state("knocking 2/3") == "knocking"
+
+
+def test_no_warning_when_the_kernel_holds_the_configuration(world):
+    from fakes import describe
+
+    backend, state, root = world
+    backend.preset(describe(state["config"]))
+    assert grant.grant(root, "198.18.1.2", "2222", None, "alice").note is None
