@@ -106,3 +106,22 @@ def test_confirm_ends_the_pending_state(root):
     _pending(root)
     state = confirm.confirm(root)
     assert state["applied_at"] == "now" and confirm.pending(root) is None
+
+
+def test_remove_cancels_a_pending_confirmation(root):
+    _pending(root)
+    assert confirm.cancel(root)["applied_at"] == "now"
+    assert confirm.pending(root) is None and confirm.cancel(root) is None
+
+
+def test_without_a_copy_of_the_applied_files_a_kernel_with_awp_rules_is_refused(root, monkeypatch):
+    from awp import workflow
+    from awp.errors import ApplyError
+
+    monkeypatch.setattr(workflow, "_holding", lambda runner: [("nftables", None)])
+    with pytest.raises(ApplyError, match="without --confirm"):
+        confirm._previous(root, None)
+    monkeypatch.setattr(workflow, "_holding", lambda runner: [])
+    assert confirm._previous(root, None) == "nothing"
+    snapshot.record_applied(root)
+    assert confirm._previous(root, None) == "applied"
