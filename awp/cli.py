@@ -247,14 +247,11 @@ def cmd_status(root, args) -> int:
                   "takes them out", style="yellow", markup=False)
     if config.active_advanced or st.listener_pid:
         out.print(_listener_line(st), markup=False)
-    _confirm_line(root)
+    _confirm_line(st.confirm)
     return 0
 
 
-def _confirm_line(root) -> None:
-    from awp import confirm
-
-    state = confirm.pending(root)
+def _confirm_line(state) -> None:
     if state is None:
         return
     if state.get("timer_pid"):

@@ -162,6 +162,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def collect(root) -> str:
-    from awp import confirm, workflow
+    from awp import workflow
 
-    return render(workflow.status(root), time.time(), confirm.pending(root))
+    st = workflow.status(root)
+    return render(st, time.time(), st.confirm)

@@ -30,7 +30,16 @@ def status_document(st) -> dict:
                      "supervisor_pid": st.supervisor_pid,
                      "replay_cache": (st.listener_state or {}).get("replay_cache")},
         "elsewhere": list(st.elsewhere),
+        "confirm": _confirm(getattr(st, "confirm", None)),
     }
+
+
+def _confirm(state: dict | None) -> dict | None:
+    """A pending awp -s -f --confirm (awp(8), CONFIRM OR ROLL BACK), or None."""
+    if state is None:
+        return None
+    return {"applied_at": state.get("applied_at"), "seconds_left": state.get("seconds_left"),
+            "timer_running": bool(state.get("timer_pid"))}
 
 
 def _state(label: str) -> str:

@@ -43,6 +43,7 @@ class Status:
     supervisor_pid: int | None = None
     listener_state: dict | None = None  # what the listener last wrote (replay cache trust)
     elsewhere: tuple[str, ...] = ()  # other backends that still hold awp state
+    confirm: dict | None = None  # a pending awp -s -f --confirm (awp.confirm.pending)
 
 
 def dry_run(config: Config, runner=None) -> Plan:
@@ -114,8 +115,10 @@ def status(root: Root, runner=None) -> Status:
     inspection = dataclasses.replace(inspection, sources=_hand_grants(root, inspection.sources))
     pid = control.running_pid(root)
     elsewhere = tuple(b.name for b, _ in _holding(runner, skip=backend.name))
+    from awp.confirm import pending
+
     return Status(config, inspection, pid, control.supervisor_pid(root), _listener_state(root) if pid else None,
-                  elsewhere)
+                  elsewhere, pending(root))
 
 
 def _hand_grants(root: Root, sources):

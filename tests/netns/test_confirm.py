@@ -16,6 +16,7 @@ import pytest
 from advanced_helpers import PORT, config_text, refused, wait_connect
 from advanced_helpers import make_server, servers  # noqa: F401  (pytest fixtures)
 from harness import awp_command, wait_for
+from views import status as views_status
 
 pytestmark = pytest.mark.netns
 SECONDS = 3
@@ -96,6 +97,7 @@ def test_unconfirmed_apply_is_rolled_back_after_its_session_dies(lab, shut_out):
     srv.log.wait(r"listener reloaded", 0)
     wait_for(lambda: not timers(srv.root), 5, "the timer to end")
     assert srv.awp("confirm").returncode == 2  # nothing pending any more
+    assert views_status(lab.server, srv.root)["confirm"] is None
     assert srv.awp("-s", "-f").returncode == 0  # and applies are allowed again
 
 
@@ -109,6 +111,8 @@ def test_confirmed_apply_stays_and_a_second_apply_waits(lab, shut_out):
     assert refused(c1, d1)
     status = srv.awp("status")
     assert "rolls back in" in status.stderr, status.stderr
+    waiting = views_status(lab.server, srv.root)["confirm"]
+    assert waiting["timer_running"] and 0 < waiting["seconds_left"] <= SECONDS
     again = srv.awp("-s", "-f")
     assert again.returncode == 4 and "waits for awp confirm" in again.stderr, again.stderr
     ok = srv.awp("confirm")

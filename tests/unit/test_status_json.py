@@ -43,6 +43,7 @@ def test_document_of_a_status():
         "differs": ["inet awp table"],
         "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None},
         "elsewhere": [],
+            "confirm": None,
     }
 
 
