@@ -31,7 +31,7 @@ test: setup
 	$(VENV)/bin/pytest -q -ra
 
 lint: setup
-	shellcheck client/knock.sh bin/awp
+	shellcheck client/knock.sh bin/awp etc/bash_completion.d/awp
 	for m in man/*.[0-9]; do man --warnings -l $$m >/dev/null; done
 
 # The issue-6 figures, one script each (bench/README.md); make bench BENCH_FLAGS=--quick

@@ -274,7 +274,7 @@ def run_timer(root: Root, token: str) -> int:
             return 0
         log.info("timer started pid=%d rollback_in=%ds", os.getpid(), state["seconds"])
         while time.monotonic() < state["deadline_monotonic"]:
-            time.sleep(min(0.1, max(0.0, state["deadline_monotonic"] - time.monotonic())))
+            time.sleep(min(0.2, max(0.0, state["deadline_monotonic"] - time.monotonic())))
             if (pending(root, timer=False) or {}).get("token") != token:
                 log.info("timer ended: confirmed")
                 return 0
