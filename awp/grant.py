@@ -6,7 +6,7 @@ Only advanced doors take hand grants. A simple door's kernel state is an open wi
 few seconds to connect, FW_PORTKNOCK_OPEN_WINDOW), not a grant with a lifetime, so a grant
 there would mean something else on each backend; awp refuses it (awp(8), GRANTS).
 
-A small record (DIR/var/lib/grants-by-hand, JSON) remembers who granted what until when, so
+A small record (DIR/var/lib/awp/grants-by-hand, JSON) remembers who granted what until when, so
 `awp status` can tell a hand grant from a knock's; the kernel stays the only authority on
 whether a grant exists and how long it has left.
 """
@@ -156,7 +156,7 @@ def admin_name() -> str:
 
 
 def _records_path(root: Root):
-    return root.base / "var" / "lib" / "grants-by-hand"
+    return root.base / "var" / "lib" / "awp" / "grants-by-hand"
 
 
 def records(root: Root) -> dict[str, dict]:
@@ -180,7 +180,7 @@ def _record(root: Root, port: int, source: str, entry: dict | None) -> None:
         found[key] = entry
     path = _records_path(root)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w") as fh:
             json.dump(found, fh)

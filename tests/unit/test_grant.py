@@ -130,7 +130,7 @@ def test_status_labels_a_hand_grant_until_a_knock_refreshes_it(world):
     assert [s.state for s in labelled] == ["granted by admin", "granted"]
     knocked = (SourceState(2222, "198.18.1.2", "granted", 600),)  # a knock after the hand grant
     assert grant.label_hand_grants(knocked, found, now)[0].state == "granted"
-    assert oct((root.base / "var" / "lib" / "grants-by-hand").stat().st_mode & 0o777) == "0o600"
+    assert oct((root.base / "var" / "lib" / "awp" / "grants-by-hand").stat().st_mode & 0o777) == "0o600"
 
 
 def test_revoke_forgets_the_record_and_a_corrupt_record_is_ignored(world):
@@ -138,10 +138,10 @@ def test_revoke_forgets_the_record_and_a_corrupt_record_is_ignored(world):
     grant.grant(root, "198.18.1.2", "2222", None, "alice")
     grant.revoke(root, "198.18.1.2", "2222", "alice")
     assert grant.records(root) == {}
-    (root.base / "var" / "lib" / "grants-by-hand").write_text("{not json")
+    (root.base / "var" / "lib" / "awp" / "grants-by-hand").write_text("{not json")
     assert grant.records(root) == {}
     grant.grant(root, "198.18.1.3", "2222", None, "alice")
-    assert list(json.loads((root.base / "var" / "lib" / "grants-by-hand").read_text())) == ["2222 198.18.1.3"]
+    assert list(json.loads((root.base / "var" / "lib" / "awp" / "grants-by-hand").read_text())) == ["2222 198.18.1.3"]
 
 
 def test_status_json_keeps_state_granted_and_says_by_whom():
