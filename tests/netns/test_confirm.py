@@ -19,7 +19,7 @@ from harness import awp_command, wait_for
 from views import status as views_status
 
 pytestmark = pytest.mark.netns
-SECONDS = 3
+SECONDS = 5  # room for the checks made before the rollback, on a busy host
 
 
 def connects_within(client, dst: str, timeout: float) -> bool:
@@ -79,7 +79,7 @@ def test_unconfirmed_apply_is_rolled_back_after_its_session_dies(lab, shut_out):
         if "awp confirm within" in said or session.poll() is not None:
             break
     applied = time.monotonic()
-    assert "awp confirm within 3 s" in said, said
+    assert f"awp confirm within {SECONDS} s" in said, said
     os.killpg(session.pid, signal.SIGHUP)  # the admin's SSH session dies
     os.killpg(session.pid, signal.SIGKILL)
     session.wait(timeout=5)
@@ -102,23 +102,27 @@ def test_unconfirmed_apply_is_rolled_back_after_its_session_dies(lab, shut_out):
 
 
 def test_confirmed_apply_stays_and_a_second_apply_waits(lab, shut_out):
+    """A longer window than the other tests: four awp commands must fit in it on a busy host."""
     srv, _ = shut_out
     after = srv.config_path.read_text()
     c1 = lab.clients[0]
     d1 = lab.server_ip4(c1)
-    done = srv.awp("-s", "-f", "--confirm", str(SECONDS))
+    window = 12
+    done = srv.awp("-s", "-f", "--confirm", str(window))
+    deadline = time.monotonic() + window
     assert done.returncode == 0, done.stderr
     assert refused(c1, d1)
     status = srv.awp("status")
     assert "rolls back in" in status.stderr, status.stderr
     waiting = views_status(lab.server, srv.root)["confirm"]
-    assert waiting["timer_running"] and 0 < waiting["seconds_left"] <= SECONDS
+    assert waiting["timer_running"] and 0 < waiting["seconds_left"] <= window
     again = srv.awp("-s", "-f")
     assert again.returncode == 4 and "waits for awp confirm" in again.stderr, again.stderr
     ok = srv.awp("confirm")
+    assert time.monotonic() < deadline, "the host is too slow for this window"
     assert ok.returncode == 0 and "confirmed" in ok.stdout, ok.stderr
     wait_for(lambda: not timers(srv.root), 5, "the timer to end")
-    time.sleep(SECONDS + 1)
+    time.sleep(max(0.0, deadline - time.monotonic()) + 1.0)
     assert refused(c1, d1), "rolled back although confirmed"
     assert srv.config_path.read_text() == after
     nothing = srv.awp("confirm")
