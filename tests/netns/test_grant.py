@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from advanced_helpers import PORT, refused, wait_connect
+from advanced_helpers import CLOSE, PORT, knock, refused, wait_connect
 from advanced_helpers import make_server, servers  # noqa: F401  (pytest fixtures)
 from views import status
 
@@ -56,7 +56,7 @@ def test_grant_lets_one_source_in_revoke_and_expiry_shut_it(lab, make_server, ba
     assert refused(c1, d1), "the grant outlived its lifetime"
 
 
-def test_grant_refuses_what_is_no_door_and_works_for_ipv6(lab, make_server, backend):
+def test_grant_refuses_what_is_no_door_works_for_ipv6_and_a_close_knock_ends_it(lab, make_server, backend):
     srv = make_server()
     srv.start()
     lab.server.serve_tcp(PORT, family=6)
@@ -67,3 +67,10 @@ def test_grant_refuses_what_is_no_door_and_works_for_ipv6(lab, make_server, back
     assert srv.awp("grant", c1.ip6, str(PORT)).returncode == 0
     assert wait_connect(c1, lab.server_ip6(c1))
     assert refused(c2, lab.server_ip6(c2))
+
+    # a hand grant is the kernel's grant, as a knock's: the source's close knock ends it
+    lab.server.serve_tcp(PORT)
+    assert srv.awp("grant", c2.ip4, str(PORT)).returncode == 0
+    assert wait_connect(c2, lab.server_ip4(c2))
+    knock(srv, c2, lab.server_ip4(c2), CLOSE, "close")
+    assert refused(c2, lab.server_ip4(c2))
