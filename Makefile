@@ -8,7 +8,7 @@ PYTHON   ?= python3
 VENV     := .venv
 DEB_PKGS := iptables ipset nftables iproute2 kmod telnet netcat-openbsd knockd nmap socat \
             shellcheck man-db groff-base openssl procps python3-venv systemd fail2ban \
-            lintian dpkg-dev tmux python3-configobj python3-rich python3-iptables libnftables1
+            lintian dpkg-dev tmux python3-configobj python3-rich python3-iptables libnftables1 logrotate
 
 .PHONY: setup .setup-deb demo test lint bench clean deb
 
@@ -34,7 +34,8 @@ test: setup
 
 lint: setup
 	shellcheck client/knock.sh bin/awp packaging/debian/build.sh packaging/debian/postinst packaging/debian/prerm \
-	  packaging/debian/postrm tests/package/install.sh tests/netns/unit_sandbox.sh
+	  packaging/debian/postrm tests/package/install.sh tests/netns/unit_sandbox.sh \
+	  etc/bash_completion.d/awp
 	for m in man/*.[0-9]; do man --warnings -l $$m >/dev/null; done
 
 # The Debian package (packaging/debian/README.md): build/awp_VERSION_all.deb

@@ -114,6 +114,28 @@ def _secret_warnings(config: Config) -> list[Finding]:
                 found.append(Finding(door.origin, f"door {door.port}: {_short_secret(field, size)}"))
             if config.settings.pknock_compat and size > PKNOCK_SECRET_MAX:
                 found.append(Finding(door.origin, f"door {door.port}: {_long_for_pknock(field, size)}"))
+    return found + _reused_secrets(config)
+
+
+def _reused_secrets(config: Config) -> list[Finding]:
+    """A secret used in two places (two doors, or one door's open and another's close): a
+    knock made for one opens or closes the other too, and one leak costs both. Compared by
+    digest, so no secret is kept or shown; the warning names both places."""
+    import hashlib
+
+    first: dict[bytes, tuple[AdvancedDoor, str]] = {}
+    found = []
+    for door in config.active_advanced:
+        for field, secret in _secrets(door):
+            key = hashlib.sha256(secret.value).digest()
+            if key in first:
+                other, other_field = first[key]
+                found.append(Finding(door.origin, f"door {door.port}: {field} is the same as the {other_field} "
+                                                  f"of door {other.port} ({other.origin}): a knock for one door "
+                                                  "works on the other, and one leak opens both; give every door "
+                                                  "its own secrets (awp secret)"))
+            else:
+                first[key] = (door, field)
     return found
 
 

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--firewall", action="store_true", help="with -s: validate and apply the firewall")
     p.add_argument("--dry-run", action="store_true", help="with -s -f: print what would be loaded, load nothing")
     p.add_argument("--force", action="store_true", help="with -s -f: apply even if it closes your SSH port")
+    p.add_argument("--confirm", type=int, metavar="SECONDS", dest="confirm_seconds",
+                   help="with -s -f: put the previous firewall back unless `awp confirm` runs within SECONDS")
     p.add_argument("-V", "--version", action="version", version=f"awp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     commands = {"check": "validate settings and lists, touch nothing (like sshd -t)",
@@ -37,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "remove": "remove every rule and chain awp installed, stop the listener",
                 "knockd": "run the advanced-mode listener in the foreground",
                 "supervise": "run the listener under awp's supervisor (what awp -s -f starts)",
-                "knock": "send an advanced-mode knock (like client/knock.sh)"}
+                "knock": "send an advanced-mode knock (like client/knock.sh)",
+                "grant": "open an advanced door for one source by hand (kernel expiry, as a knock)",
+                "revoke": "close a grant (a knock's or a hand grant) for one source",
+                "secret": "print a strong random secret for the advanced list (fits xt_pknock too)",
+                "confirm": "keep what a pending awp -s -f --confirm applied (stops its rollback)",
+                "metrics": "print counters and health in the Prometheus text format (textfile collector)"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -46,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        help="print the status as JSON (schema in awp(8))")
     _watch_arguments(sub.choices["status"])
     _knock_arguments(sub.choices["knock"])
+    _grant_arguments(sub.choices["grant"], sub.choices["revoke"])
+    sub.choices["metrics"].add_argument("-o", "--output", metavar="FILE",
+                                        help="write FILE atomically instead of printing (e.g. "
+                                             "/var/lib/prometheus/node-exporter/awp.prom)")
+    sub.choices["secret"].add_argument("--length", type=int, default=31, metavar="N",
+                                       help="characters, 22 to 128 (default 31: what xt_pknock keeps)")
     return p
 
 
@@ -75,7 +88,18 @@ def _knock_arguments(knock: argparse.ArgumentParser) -> None:
                             "the public address); default: the source address the kernel picks")
 
 
+def _grant_arguments(grant: argparse.ArgumentParser, revoke: argparse.ArgumentParser) -> None:
+    for parser in (grant, revoke):
+        parser.add_argument("address", help="the source: one IPv4 or IPv6 address")
+        parser.add_argument("port", help="the advanced door's protected TCP port")
+    grant.add_argument("--for", dest="seconds", metavar="SECONDS",
+                       help="lifetime in seconds, 1 to FW_PORTKNOCK_AUTOCLOSE (the default; nftables only)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "_ports" in argv[:3]:
+        return _complete_ports(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
@@ -99,10 +123,12 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
         if not (args.set and args.firewall):
             raise UsageError("apply is spelled: awp -s -f")
         return cmd_apply(root, args)
-    if args.dry_run or args.force:
-        raise UsageError("--dry-run and --force go with -s -f")
+    if args.dry_run or args.force or args.confirm_seconds is not None:
+        raise UsageError("--dry-run, --force and --confirm go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
-                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock}
+                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
+                "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret, "confirm": cmd_confirm,
+                "metrics": cmd_metrics}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -148,9 +174,17 @@ def cmd_check(root, args) -> int:
 
 
 def cmd_apply(root, args) -> int:
-    from awp import workflow
+    from awp import confirm, workflow
 
     _require_root()
+    if args.dry_run and args.confirm_seconds is not None:
+        raise UsageError("--confirm applies; it does not go with --dry-run")
+    if args.confirm_seconds is not None:
+        confirm.check_seconds(args.confirm_seconds)
+    if not args.dry_run:
+        note = confirm.before_apply(root)
+        if note:
+            err.print(f"awp: warning: {note}", style="yellow", markup=False)
     config, findings = workflow.load(root)
     _print_warnings(findings)
     if args.dry_run:
@@ -158,12 +192,19 @@ def cmd_apply(root, args) -> int:
         out.print(f"# backend {plan.backend}" + ("" if plan.changed else ": no change"), markup=False)
         out.print(plan.text, end="", markup=False)
         return 0
-    done = workflow.apply(root, config, force=args.force, ssh_connection=os.environ.get("SSH_CONNECTION"))
+    ssh = os.environ.get("SSH_CONNECTION")
+    if args.confirm_seconds is not None:
+        done, state = confirm.apply(root, config, args.confirm_seconds, force=args.force, ssh_connection=ssh)
+    else:
+        done = workflow.apply(root, config, force=args.force, ssh_connection=ssh)
     if done.listener:
         log.info("listener %s", done.listener)
     for name in done.removed_from:
         out.print(f"awp: removed awp's rules from the {name} backend (now on {done.plan.backend})", markup=False)
     _report_apply(config, done.plan)
+    if args.confirm_seconds is not None:
+        out.print(f"awp: run awp confirm within {state['seconds']} s to keep this; otherwise the previous "
+                  f"firewall comes back (timer survives this session)", markup=False)
     return 0
 
 
@@ -179,9 +220,11 @@ def _report_apply(config, plan) -> None:
 
 
 def cmd_remove(root, args) -> int:
-    from awp import workflow
+    from awp import confirm, workflow
 
     _require_root()
+    if confirm.cancel(root):
+        out.print("awp: cancelled the pending --confirm (nothing to roll back to after a remove)", markup=False)
     removed = workflow.remove(root)
     out.print(f"awp: removed awp's rules ({', '.join(removed)})" if removed
               else "awp: nothing of awp's was installed", markup=False)
@@ -220,6 +263,7 @@ def cmd_status(root, args) -> int:
     decisions = (st.listener_state or {}).get("decisions")
     if st.listener_pid and isinstance(decisions, dict):
         out.print(_decisions_table(config, decisions))
+    _confirm_line(st.confirm)
     return 0
 
 
@@ -234,6 +278,17 @@ def _watch(root, args) -> int:
     if not view.INTERVAL_MIN <= interval <= view.INTERVAL_MAX:
         raise UsageError(f"--interval must be {view.INTERVAL_MIN:g} to {view.INTERVAL_MAX:g} seconds")
     return view.watch(lambda: workflow.status(root), Console(highlight=False), interval)
+
+
+def _confirm_line(state) -> None:
+    if state is None:
+        return
+    if state.get("timer_pid"):
+        err.print(f"confirm: the apply of {state['applied_at']} rolls back in {state.get('seconds_left')} s "
+                  "unless awp confirm runs", style="yellow", markup=False)
+    else:
+        err.print("confirm: a pending apply lost its timer; the next awp -s -f puts the previous "
+                  "configuration back first", style="yellow", markup=False)
 
 
 def _listener_line(st) -> str:
@@ -332,4 +387,68 @@ def cmd_knock(root, args) -> int:
     secret = sys.stdin.readline().rstrip("\n") if args.secret == "-" else args.secret
     sent = send_knock(args.destination, args.port, secret, args.source_address)
     out.print(f"awp: knock sent to {sent}", markup=False)
+    return 0
+
+
+def cmd_grant(root, args) -> int:
+    from awp import grant
+
+    _require_root()
+    done = grant.grant(root, args.address, args.port, args.seconds, grant.admin_name())
+    if done.note:
+        err.print(f"awp: warning: {done.note}", style="yellow", markup=False)
+    out.print(f"awp: granted {done.source} on port {done.port} for {done.seconds} s (expires in the kernel)",
+              markup=False)
+    return 0
+
+
+def cmd_revoke(root, args) -> int:
+    from awp import grant
+
+    _require_root()
+    if grant.revoke(root, args.address, args.port, grant.admin_name()):
+        out.print(f"awp: revoked {args.address} on port {args.port}; new connections are refused", markup=False)
+    else:
+        out.print(f"awp: {args.address} had no grant on port {args.port}; nothing to revoke", markup=False)
+    return 0
+
+
+def cmd_secret(root, args) -> int:
+    from awp.secret import make_secret
+
+    sys.stdout.write(make_secret(args.length) + "\n")  # not rich: nothing may wrap or colour it
+    return 0
+
+
+def cmd_confirm(root, args) -> int:
+    from awp import confirm
+
+    _require_root()
+    state = confirm.confirm(root)
+    out.print(f"awp: confirmed the apply of {state['applied_at']}; it stays", markup=False)
+    return 0
+
+
+def cmd_metrics(root, args) -> int:
+    from awp import metrics
+
+    _require_root()
+    text = metrics.collect(root)
+    if args.output:
+        try:
+            metrics.write_atomically(Path(args.output), text)
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)  # not rich: exact bytes
+    return 0
+
+
+def _complete_ports(argv: list[str]) -> int:
+    """`awp [--root DIR] _ports`: the advanced doors' protected ports, one a line, for the
+    bash completion (etc/bash_completion.d/awp). Hidden; prints nothing it cannot read."""
+    from awp.complete import door_ports
+
+    root = argv[argv.index("--root") + 1] if "--root" in argv[:-1] else None
+    sys.stdout.write("".join(f"{port}\n" for port in door_ports(root)))
     return 0

@@ -21,6 +21,7 @@ def status_document(st) -> dict:
         "backend": seen.backend,
         "doors": sorted(doors, key=lambda d: d["port"]),
         "sources": [{"port": s.port, "source": s.source, "state": _state(s.state), "step": _step(s.state),
+                     "by": s.state.partition(" by ")[2] or None,
                      "seconds_left": s.seconds_left} for s in seen.sources],
         "refused": dict(seen.refused),
         "kernel_matches_config": seen.matches,
@@ -31,6 +32,7 @@ def status_document(st) -> dict:
                      "decisions": (st.listener_state or {}).get("decisions")},
         "elsewhere": list(st.elsewhere),
         "ban": _ban(config.settings, seen),
+        "confirm": _confirm(getattr(st, "confirm", None)),
     }
 
 
@@ -43,8 +45,16 @@ def _ban(s, seen) -> dict:
             "kernel_bans": counters.get("kernel_bans") if s.ban else None}
 
 
+def _confirm(state: dict | None) -> dict | None:
+    """A pending awp -s -f --confirm (awp(8), CONFIRM OR ROLL BACK), or None."""
+    if state is None:
+        return None
+    return {"applied_at": state.get("applied_at"), "seconds_left": state.get("seconds_left"),
+            "timer_running": bool(state.get("timer_pid"))}
+
+
 def _state(label: str) -> str:
-    return "knocking" if label.startswith("knocking") else label
+    return "knocking" if label.startswith("knocking") else label.partition(" by ")[0]
 
 
 def _step(label: str) -> list[int] | None:

@@ -54,7 +54,10 @@ class Inspection:
 
 
 class Grants(Protocol):
-    """Advanced-mode grants, held by the kernel with their own expiry."""
+    """Advanced-mode grants, held by the kernel with their own expiry. The listener writes
+    them for knocks, `awp grant` and `awp revoke` for an admin (awp.grant)."""
+
+    ttl_per_grant: bool  # open() honours `ttl`; False: every grant lives FW_PORTKNOCK_AUTOCLOSE
 
     def open(self, port: int, src: Address, ttl: int) -> None: ...
 

@@ -21,6 +21,8 @@ def _set(src: Address) -> str:
 
 
 class NftGrants:
+    ttl_per_grant = True  # each element has its own timeout: `awp grant --for` works
+
     def __init__(self, backend):
         self.backend = backend
         self._nft = None

@@ -34,9 +34,9 @@ def test_document_of_a_status():
              "defined_at": "advanced:1", "let_in": None, "dropped": None},
         ],
         "sources": [
-            {"port": 22, "source": "198.18.0.2", "state": "knocking", "step": [2, 4], "seconds_left": 13},
-            {"port": 22, "source": "2001:2::3", "state": "open", "step": None, "seconds_left": 21},
-            {"port": 2222, "source": "198.18.0.4", "state": "granted", "step": None, "seconds_left": 898},
+            {"port": 22, "source": "198.18.0.2", "state": "knocking", "step": [2, 4], "by": None, "seconds_left": 13},
+            {"port": 22, "source": "2001:2::3", "state": "open", "step": None, "by": None, "seconds_left": 21},
+            {"port": 2222, "source": "198.18.0.4", "state": "granted", "step": None, "by": None, "seconds_left": 898},
         ],
         "refused": {"progress": 2, "open": 0},
         "kernel_matches_config": False,
@@ -46,6 +46,7 @@ def test_document_of_a_status():
         "elsewhere": [],
         "ban": {"enabled": False, "after": 5, "window": 60, "time": 600, "banned": [], "dropped": None,
                 "kernel_bans": None},
+        "confirm": None,
     }
 
 
