@@ -98,12 +98,11 @@ def _kernel(out: Exposition, st) -> None:
                [({"port": d.port}, states[(d.port, "granted")]) for d in sorted(config.active_advanced, key=lambda d: d.port)])
     out.family("awp_grants_by_hand", "gauge", "live grants per advanced door that awp grant made",
                [({"port": d.port}, hand[d.port]) for d in sorted(config.active_advanced, key=lambda d: d.port)])
-    banned = getattr(seen, "banned", None)
-    if banned is not None:  # an Inspection of an awp with FW_PORTKNOCK_BAN
+    if config.settings.ban:  # with the ban off there is nothing to count: no metric
         out.family("awp_banned_sources", "gauge", "sources barred from the knock ports now (FW_PORTKNOCK_BAN)",
-                   [({}, len(banned))])
-    for key, value in sorted((getattr(seen, "ban_counters", None) or {}).items()):
-        out.family(f"awp_ban_{key}_total", "counter", f"ban counter {key} (FW_PORTKNOCK_BAN)", [({}, value)])
+                   [({}, len(seen.banned))])
+        for key, value in sorted(seen.ban_counters.items()):
+            out.family(f"awp_ban_{key}_total", "counter", f"ban counter {key} (FW_PORTKNOCK_BAN)", [({}, value)])
 
 
 def _listener(out: Exposition, st, now: float) -> None:

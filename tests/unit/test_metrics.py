@@ -67,7 +67,7 @@ def test_everything_the_kernel_and_the_listener_know_parses_and_adds_up():
     assert got[("awp_confirm_pending", ())] == 1 and got[("awp_confirm_seconds_left", ())] == 30
     assert got[("awp_info", (("backend", "nftables"), ("version", metrics.__version__)))] == 1
     assert got[("awp_doors", (("mode", "advanced"),))] == 2
-    assert "awp_banned_sources" not in text  # this Inspection has no ban field: no data, no metric
+    assert "awp_banned_sources" not in text  # FW_PORTKNOCK_BAN is off: no data, no metric
 
 
 def test_every_family_has_help_and_type_once_and_counters_end_in_total():
@@ -90,15 +90,13 @@ def test_a_listener_that_is_down_or_writes_no_decisions_gives_no_made_up_counts(
                         "awp_knocks_unknown_port_total"}
 
 
-def test_bans_are_exported_once_the_inspection_has_them():
-    from dataclasses import make_dataclass
-
-    Banned = make_dataclass("Banned", [("banned", tuple, ()), ("ban_counters", dict, None)], bases=(Inspection,),
-                            frozen=True)  # the ban branch's Inspection fields, on this one
-    seen = Banned("nftables", (), {}, {}, True, (), banned=(("198.18.0.9", 100), ("198.18.0.8", 5)),
-                  ban_counters={"dropped": 12})
-    got = parse(metrics.render(St(CONFIG, seen), 0.0))
+def test_bans_are_exported_while_the_ban_is_on():
+    banning = Config(Settings(enabled=True, advanced=True, ban=True), SIMPLE, ADVANCED)
+    seen = Inspection("nftables", (), {}, {}, True, (), banned=(("198.18.0.9", 100), ("198.18.0.8", 5)),
+                      ban_counters={"dropped": 12, "kernel_bans": 1})
+    got = parse(metrics.render(St(banning, seen), 0.0))
     assert got[("awp_banned_sources", ())] == 2 and got[("awp_ban_dropped_total", ())] == 12
+    assert got[("awp_ban_kernel_bans_total", ())] == 1
 
 
 @pytest.mark.parametrize("junk", [{"doors": "x"}, {"doors": {"2222": 5}}, {"doors": {"2222": {"rejected": 3}}},
