@@ -146,7 +146,11 @@ class _Builder:
         # what every packet to a knock port or a closed protected port gets, whatever it holds:
         # what an unused port of this host answers (FW_PORTKNOCK_STEALTH)
         reject = self.s.stealth == "reject"
-        self.deny = "reject with tcp reset" if reject else "drop"
+        # UDP knocks (2002/udp): the knock chains see both protocols, so they read the port
+        # as `th dport`, and a rejecting deny picks the answer by protocol in chain `deny`
+        self.udp = any(d.udp for d in simple)
+        self.dport = "th dport" if self.udp else "tcp dport"
+        self.deny = ("goto deny" if self.udp else "reject with tcp reset") if reject else "drop"
         self.deny_udp = "reject with icmpx port-unreachable" if reject else "drop"
 
     def chains(self) -> tuple[NftChain, ...]:
@@ -154,7 +158,10 @@ class _Builder:
         in a few milliseconds, but a plain set of as many ports is some 30 times slower."""
         entry = [] if self.s.ipv6 else ["meta nfproto ipv6 return"]
         if self.simple:
-            entry.append(f"tcp dport {vmap({k: 'knock' for d in self.simple for k in d.knocks})}")
+            for proto in ("tcp", "udp"):
+                knocks = {k: "knock" for d in self.simple for k in d.knocks if d.proto(k) == proto}
+                if knocks:
+                    entry.append(f"{proto} dport {vmap(knocks)}")
             # any other SYN from a source mid-sequence (a protected port too) resets it
             entry += [f"{SYN} {ADDR[f][0]} saddr @progress{f} jump forget" for f in self.families]
             self._simple_chains()
@@ -182,7 +189,12 @@ class _Builder:
         # positions beyond the longest door are read by no rule, and expire within a step
         forget += [r for k in range(1, longest) for r in self._each(f"delete @{pos_set(k, '$f')} {{ $a saddr }}")]
         self._add("forget", *forget)
-        self._add("knock", *self._each(f"{SYN} $a saddr @progress$f goto mid"), "goto idle")
+        steps = self._each(f"{SYN} $a saddr @progress$f goto mid")
+        if self.udp:  # every datagram to a UDP knock port is a step
+            steps += self._each("meta l4proto udp $a saddr @progress$f goto mid")
+        self._add("knock", *steps, "goto idle")
+        if self.deny == "goto deny":
+            self._add("deny", "meta l4proto tcp reject with tcp reset", self.deny_udp)
         self._mid()
         self._idle()
         self._start()
@@ -202,7 +214,7 @@ class _Builder:
                       for d in self.simple if len(d.knocks) > 1})
         rules = self._each("meta mark set $a saddr map @progress$f")
         if where:
-            rules.append(f"meta mark . tcp dport {vmap(where)}")
+            rules.append(f"meta mark . {self.dport} {vmap(where)}")
         self._add("mid", *rules, "jump forget", "goto idle")
 
     def _at(self, m: int) -> None:
@@ -231,14 +243,14 @@ class _Builder:
         ids = {k: door_id(d.port) for k, d in (*firsts.items(), *seconds.items())}
         targets = {**{k: "first" for k in firsts}, **{k: "second" for k in seconds}}
         self._add("idle", f"{SYN.replace('==', '!=')} {self.deny}",
-                  f"meta mark set tcp dport map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
-                  f"tcp dport {vmap(targets)}", self.deny)
+                  f"meta mark set {self.dport} map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
+                  f"{self.dport} {vmap(targets)}", self.deny)
         if seconds:
             self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), self.deny)
         rules = self._each(f"$a saddr . meta mark @scan$f {self.deny}")
         single = [f"{door_id(d.port)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
         if single:
-            rules.append(f"meta mark . tcp dport {anon(single)} goto complete")
+            rules.append(f"meta mark . {self.dport} {anon(single)} goto complete")
         self._add("first", *rules, "goto start")
 
     def _start(self) -> None:
@@ -255,11 +267,15 @@ class _Builder:
         port the knock went to."""
         ends = [f"{door_id(d.port)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
         back = [f"{d.port} : {d.knocks[-1]}" for d in self.simple]
-        rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}", "jump forget"]
-        rules += self._each(f"update @open$f {{ $a saddr . tcp dport timeout {self.s.open_window}s }} meta mark set 0x1")
+        protos = ("tcp", "udp") if self.udp else ("tcp",)
+        rules = [f"{p} dport set meta mark . {p} dport map {anon(ends)}" for p in protos]
+        rules.append("jump forget")
+        rules += self._each(f"update @open$f {{ $a saddr . {self.dport} timeout {self.s.open_window}s }} "
+                            "meta mark set 0x1")
         if self.s.kernel_log:
             rules.append(f'meta mark 0x1 {OPEN_LOG_RATE} log prefix "awp open "')
-        rules += [f"tcp dport set tcp dport map {anon(back)}", f"meta mark != 0x1 counter name refused_open {self.deny}"]
+        rules += [f"{p} dport set {p} dport map {anon(back)}" for p in protos]
+        rules.append(f"meta mark != 0x1 counter name refused_open {self.deny}")
         self._add("complete", *rules, self.deny)
 
     # --- protected ports and advanced knock ports -----------------------------------------
