@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from awp.compile.ruleset import ENTRY, Chain, Rule, Ruleset, with_digest
+from awp.compile.ruleset import ENTRY, NAT_ENTRY, Chain, Rule, Ruleset, with_digest
 from awp.compile.tree import port_tree
 from awp.model import AdvancedDoor, Config, SimpleDoor
 
@@ -34,6 +34,44 @@ def compile_family(config: Config, family: int) -> Ruleset:
         return Ruleset(family, ())
     builder = _Builder(config, family, simple, advanced)
     return with_digest(Ruleset(family, builder.chains()))
+
+
+def forwards(config: Config, family: int) -> list[tuple[str, int, object]]:
+    """(kind, door port, inner host) of every active door that forwards in `family`:
+    kind "open" for a simple door, "grant" for an advanced one."""
+    if family == 6 and not config.settings.ipv6:
+        return []
+    found = []
+    for kind, doors in (("open", config.active_simple), ("grant", config.active_advanced)):
+        for door in sorted(doors, key=lambda d: d.port):
+            options = config.options_for(door.port)
+            target = options and (options.forward if family == 4 else options.forward6)
+            if target:
+                found.append((kind, door.port, target))
+    return found
+
+
+def compile_nat(config: Config, family: int) -> Ruleset:
+    """The nat table's part (AWP-PREROUTING): the knocker's new connections to a forwarding
+    door's port go to the inner host, source unchanged. Empty when no door forwards."""
+    rules = []
+    for kind, port, target in forwards(config, family):
+        name, seconds = ((open_list(port), config.settings.open_window) if kind == "open"
+                         else (grant_list(port), config.settings.autoclose))
+        rules.append(Rule(("-p", "tcp", "--syn", "--dport", str(port),
+                           *_recent(name, "--rcheck", "--seconds", str(seconds)),
+                           "-j", "DNAT", "--to-destination", str(target))))
+    if not rules:
+        return Ruleset(family, (), table="nat")
+    return with_digest(Ruleset(family, (Chain(NAT_ENTRY, tuple(rules)),), table="nat"))
+
+
+def forward_chain(config: Config, family: int) -> Chain | None:
+    """AWP-FORWARD (filter): the flows awp sent on to an inner host pass this host."""
+    rules = tuple(Rule(("-p", "tcp", "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", str(port),
+                        "--ctreplsrc", str(target.address), "--ctreplsrcport", str(target.port), "-j", "ACCEPT"))
+                  for _, port, target in forwards(config, family))
+    return Chain("AWP-FORWARD", tuple(dict.fromkeys(rules))) if rules else None
 
 
 DOOR_BITS = 16  # a door's identity is its protected port, kept bit by bit in awp-b<bit>
@@ -71,6 +109,7 @@ def _recent(name: str, *op: str) -> tuple[str, ...]:
 class _Builder:
     def __init__(self, config: Config, family: int, simple, advanced):
         self.s = config.settings
+        self.config = config
         self.family = family
         self.simple: tuple[SimpleDoor, ...] = simple
         self.advanced: tuple[AdvancedDoor, ...] = advanced
@@ -88,16 +127,18 @@ class _Builder:
             entry.append(self._rule("-p", "udp", "-g", self._udp_tree()))
         if self.simple:
             self._progress_chains()
+        forward = forward_chain(self.config, self.family)
+        if forward:
+            self.out.append(forward)
         return (Chain(ENTRY, tuple(entry)), *sorted(self.out, key=lambda c: c.name))
 
     # --- trees -------------------------------------------------------------------------
 
     def _idle_tree(self) -> str:
         leaves: dict[int, Callable[[], tuple[Rule, ...]]] = {}
-        for door in self.simple:
-            leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
-        for door in self.advanced:
-            leaves[door.port] = lambda p=door.port: self._protected_leaf(p)
+        for door in (*self.simple, *self.advanced):  # every port of a door checks the door's lists
+            for port in self.config.door_ports(door.port):
+                leaves[port] = lambda p=door.port: self._protected_leaf(p)
         leaves.update(self._idle_knock_leaves("tcp"))
         return self._tree("AWP-IDLE", "tcp", "AWP-I", leaves)
 
