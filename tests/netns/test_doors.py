@@ -5,6 +5,7 @@ of bad options that leave the running firewall byte-identical."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,32 @@ def test_refused_options_leave_the_firewall_byte_identical(lab, tmp_path, backen
     assert len(errors) == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
     assert errors[0].startswith(f"awp: error: {root}/{named}:{line}: "), errors[0]
     assert snapshot(lab.server) == before
+
+
+def test_forward_comes_and_goes_without_a_trace(router, tmp_path, backend):
+    """The nat part exists only while a door forwards: dropping the forward, then `awp remove`,
+    give back the namespace's firewall exactly as a door without forward leaves it."""
+    lab = router
+    knocker = lab.clients[0]
+    root = root_with(tmp_path, backend, SIMPLE_FWD, FW_PORTKNOCK_STEALTH="drop")
+    apply(lab, root)  # what awp leaves after a door without forward, the baseline
+    assert lab.server.awp(["remove"], root).returncode == 0  # (iptables-nft: empty filter tables)
+    original = snapshot(lab.server)
+    write_doors(root, f"[{GW_PORT}]\nforward = {inner_target(lab)}\n")
+    apply(lab, root)
+    with_forward = snapshot(lab.server)
+    assert with_forward != original
+    (Path(root) / DOORS).unlink()
+    apply(lab, root)
+    plain = snapshot(lab.server)
+    assert "nat" not in plain["nft"] and "AWP-PREROUTING" not in "".join(plain.values()), plain
+    knock(lab, knocker, SEQ[:3])
+    assert knocker.peer_seen(gateway(lab, knocker), GW_PORT, timeout=1.0) is None, "no forward any more"
+    assert lab.server.awp(["remove"], root).returncode == 0
+    after = snapshot(lab.server)
+    if backend == "iptables-nft":  # iptables-nft made an empty FORWARD chain for AWP-FORWARD's jump,
+        after["nft"] = EMPTY_FORWARD.sub("", after["nft"])  # and keeps it, as for any rule in FORWARD
+    assert after == original
+
+
+EMPTY_FORWARD = re.compile(r"\n\tchain FORWARD \{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\}\n")
