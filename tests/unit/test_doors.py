@@ -79,6 +79,8 @@ BAD = [
     pytest.param("[22]\non_open = logger hi\n", 2, ["[22] on_open", "absolute path"], id="relative-program"),
     pytest.param("[22]\non_open = /usr/bin/logger 'hi\n", 2, ["[22] on_open", "cannot split"], id="bad-quote"),
     pytest.param("[22]\non_close = ''\n", 2, ["[22] on_close", "empty"], id="empty-command"),
+    pytest.param("[22]\non_open = /usr/bin/logger 'a # b'\n", 2, ["[22] on_open", "cannot hold #"], id="hash-in-command"),
+    pytest.param("[22]\non_open = /bin/true # why\n", 2, ["[22] on_open", "cannot hold #"], id="comment-after-command"),
     pytest.param("[22]\nrun_as = root\n", 2, ["[22] run_as", "never run as root"], id="root"),
     pytest.param("[22]\nrun_as = Bad User\n", 2, ["[22] run_as", "not a user name"], id="bad-user"),
     pytest.param("[22]\ntimeout = 0\n", 2, ["[22] timeout", "1-300"], id="timeout-0"),
