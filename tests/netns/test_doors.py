@@ -5,6 +5,7 @@ of bad options that leave the running firewall byte-identical."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -115,6 +116,11 @@ def test_forward_after_a_simple_knock(router, tmp_path, backend):
     assert stranger.peer_seen(gateway(lab, stranger, 6), GW_PORT, timeout=1.0) is None
     dry = lab.server.awp(["-s", "-f", "--dry-run"], root)
     assert f"# door {GW_PORT}: forward {inner_target(lab)}" in dry.stdout, dry.stdout
+    assert "no change" in dry.stdout, "the kernel holds what the configuration compiles to"
+    doc = json.loads(lab.server.awp(["status", "--json"], root, check=True).stdout)
+    assert doc["kernel_matches_config"], doc["differs"]
+    (door,) = doc["doors"]
+    assert door["options"]["forward"] == inner_target(lab)
 
 
 def test_forward_after_an_advanced_grant(router, servers):
