@@ -54,6 +54,8 @@ def test_simple_door_opens_all_its_ports(lab, tmp_path, backend):
         assert not connects(lab, c2, port=port, expect=False), port
     status = lab.server.awp(["status"], root)
     assert f"door {PORT}: ports {PORT},8000-8002" in status.stdout, status.stdout
+    doc = json.loads(lab.server.awp(["status", "--json"], root, check=True).stdout)
+    assert [(s["port"], s["state"]) for s in doc["sources"]] == [(PORT, "open")], "one row per door"
 
 
 def test_advanced_door_grants_all_its_ports(lab, make_server):
