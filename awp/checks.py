@@ -62,13 +62,36 @@ def _refuse_port_conflicts(config: Config) -> None:
         claim("tcp", door.port, "protected port", door.origin)
     for door in config.active_simple:
         for knock in door.knocks:
-            claim("tcp", knock, "knock port", door.origin)
+            claim(door.proto(knock), knock, "knock port", door.origin)
+    numbers = {k: d for d in config.active_simple for k in d.knocks}
     for door in config.active_advanced:
         if ("tcp", door.knock_port) in roles:
             role, other = roles[("tcp", door.knock_port)]
             raise ConfigError(f"knock port (field 2) is already used as {role} at {other}",
                               path=door.origin.path, line=door.origin.line)
         claim("udp", door.knock_port, "knock port", door.origin)
+    for door in config.active_simple:  # a simple knock port number means one knock, TCP or UDP
+        for knock in door.knocks:
+            other = numbers[knock]
+            if other is not door and other.proto(knock) != door.proto(knock):
+                raise ConfigError(f"knock port {knock} is a {door.proto(knock).upper()} knock here and a "
+                                  f"{other.proto(knock).upper()} knock at {other.origin}; use another port",
+                                  path=door.origin.path, line=door.origin.line)
+    _refuse_option_conflicts(config, claim)
+
+
+def _refuse_option_conflicts(config: Config, claim) -> None:
+    """Every section of the door options file names a door; its extra ports are nobody else's."""
+    doors = {d.port: d for d in (*config.active_simple, *config.active_advanced)}
+    for options in config.options:
+        if options.port not in doors:
+            raise ConfigError(f"[{options.port}]: port {options.port} is no door's protected port in the "
+                              "lists of the modes that are on", path=options.origin.path, line=options.origin.line)
+    for options in config.options:
+        where = options.origin_of("ports")
+        for low, high in options.extra_ranges:
+            for port in range(low, high + 1):
+                claim("tcp", port, f"[{options.port}] ports: protected port", where)
 
 
 def _settings_warnings(config: Config) -> list[Finding]:
@@ -223,3 +246,55 @@ def parse_proc_net(text: str, state: str) -> set[int]:
         if len(cols) > 3 and cols[3] == state and ":" in cols[1]:
             ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+# --- where a forwarding door sends its knockers (portknock-doors `forward`) -------------------
+
+
+def route_kind(address, runner=None) -> str:
+    """"local" (an address of this host), "none" (no route) or "route", as `ip route get`
+    says in this network namespace; "unknown" where `ip` cannot tell."""
+    from awp.backend.runner import run
+    from awp.errors import EnvironmentProblem
+
+    try:
+        result = (runner or run)(["ip", "-j", "route", "get", str(address)])
+    except EnvironmentProblem:
+        return "unknown"
+    if result.returncode != 0:
+        return "none" if "unreachable" in result.stderr.lower() else "unknown"
+    try:
+        import json
+        routes = json.loads(result.stdout or "[]")
+    except ValueError:
+        return "unknown"
+    if any(r.get("type") in ("local", "broadcast", "multicast") for r in routes):
+        return "local"
+    return "route" if routes else "none"
+
+
+def check_forwards(config: Config, route=route_kind) -> list[Finding]:
+    """Refuse a forward to an address of this host (that is a local port, not an inner host)
+    or to one no route reaches; `route(address)` says which (I/O: not in the parser)."""
+    active = {d.port for d in (*config.active_simple, *config.active_advanced)}
+    found = []
+    for options in config.options:
+        if options.port not in active:
+            continue
+        for key in ("forward", "forward6"):
+            target = getattr(options, key)
+            if target is None:
+                continue
+            where = options.origin_of(key)
+            kind = route(target.address)
+            if kind == "local":
+                raise ConfigError(f"[{options.port}] {key}: {target.address} is an address of this host; a forward "
+                                  "goes to another (inner) host, a local port needs no forward",
+                                  path=where.path, line=where.line)
+            if kind == "none":
+                raise ConfigError(f"[{options.port}] {key}: no route to {target.address} (ip route get); the "
+                                  "inner host must be reachable from this host", path=where.path, line=where.line)
+            if kind == "unknown":
+                found.append(Finding(where, f"[{options.port}] {key}: cannot tell whether {target.address} is "
+                                            "reachable (ip route get failed)"))
+    return found
