@@ -1,5 +1,5 @@
 """awp.snapshot and the state logic of awp.confirm, without a kernel or a timer process (the
-real rollback on both backends is tests/netns/test_confirm.py)."""
+real rollback on both backends is tests/netns/test_confirm_netns.py)."""
 
 from __future__ import annotations
 
