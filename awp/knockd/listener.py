@@ -18,7 +18,7 @@ from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
 from awp.knockd.control import take_pidfile
 from awp.knockd.events import Decision, Observer, notify
-from awp.knockd.nflog import NflogSocket, Packet
+from awp.knockd.nflog import AdaptiveBatching, NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
 from awp.knockd.replay import ReplayCache
 from awp.knockd.verify import SKEW, Verdict, check, explain
@@ -28,6 +28,7 @@ from awp.paths import Root
 
 log = logging.getLogger(__name__)
 RCVBUF = 16 << 20
+RECV_BATCH = 256  # netlink messages read in one go before the loop's housekeeping
 
 
 class Listener:
@@ -45,22 +46,28 @@ class Listener:
 
     def handle(self, packet: Packet, now: float) -> Verdict:
         minute = otp.minute_of(now)
-        verdict = check(packet, self.doors, self.replay, minute)
+        verdict = check(packet, self.doors, self.replay, minute, now)
+        if verdict.action == "repeat":  # the client sent its knock again: done already, not an attack
+            log.debug("knock repeat port=%d knock_port=%d src=%s mac=%s", verdict.door.port,
+                      packet.dport, packet.src, verdict.mac_prefix)
+            notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", "repeat",
+                                            "repeat", verdict.mac_prefix))
+            return verdict
         if verdict.action == "reject":
             self._log_reject(packet, verdict, minute)
             port = verdict.door.port if verdict.door else None
             notify(self.observers, Decision(now, packet.src, packet.dport, port, "advanced", "reject",
                                             verdict.reason, verdict.mac_prefix))
             return verdict
-        self._remember(verdict, minute)
+        self._remember(verdict, minute, now)
         action, expires = self._grant(packet, verdict)
         notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", action,
                                         "ok", verdict.mac_prefix, expires))
         return verdict
 
-    def _remember(self, verdict: Verdict, minute: int) -> None:
+    def _remember(self, verdict: Verdict, minute: int, now: float) -> None:
         try:
-            self.replay.add(verdict.mac, verdict.minute, minute)
+            self.replay.add(verdict.mac, verdict.minute, minute, now)
         except OSError as exc:
             log.error("replay cache not saved (%s: %s); a restart distrusts it if a grant is newer", self.replay.path, exc.strerror)
 
@@ -105,15 +112,17 @@ def run_listener(root: Root) -> int:
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
              listener.config.settings.nflog_group)
     beat = _heartbeat(root, lock, listener, 0.0)
+    batching = AdaptiveBatching()
     try:
         while not flags["stop"]:
-            packets = sock.receive(timeout=1.0)
+            packets = sock.receive(timeout=1.0, max_reads=RECV_BATCH)
             if flags["reload"]:  # before handling: a knock sent after awp -s -f sees the new doors
                 flags["reload"] = False
                 sock = _reload(root, listener, sock)
             for packet in packets:
                 _handle_one(listener, packet)
             listener.rejects.flush()
+            batching.update(sock, len(packets), time.monotonic())
             beat = _heartbeat(root, lock, listener, beat)
     finally:
         sock.close()

@@ -418,3 +418,40 @@ def _check_range(name: str, value: int, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an integer in {lo}-{hi}, got {value!r}")
 
+
+
+class AdaptiveBatching:
+    """How much the kernel should batch, from the packet rate the listener sees.
+
+    Idle or at a human pace: qthresh 1, every knock delivered at once. Under a flood: about
+    one millisecond's worth of packets a message (rate / 1000, a power of two, at most
+    ``ceiling``), so the kernel sends and the listener reads one message for many packets
+    while a knock still waits at most about a millisecond for its batch to fill. The flush
+    timer (1 cs) only matters when a flood stops mid-batch; the next window drops back to
+    qthresh 1."""
+
+    WINDOW = 0.25  # seconds over which the rate is measured
+
+    def __init__(self, ceiling: int = 64):
+        self.ceiling = ceiling
+        self.start: float | None = None
+        self.count = 0
+
+    def want(self, rate: float) -> int:
+        q = 1
+        while q * 2 <= min(rate / 1000.0, self.ceiling):
+            q *= 2
+        return q
+
+    def update(self, sock: NflogSocket, packets: int, now: float) -> None:
+        """Count `packets` read at `now`; once a window is over, retune `sock` if needed."""
+        if self.start is None:
+            self.start = now
+        self.count += packets
+        elapsed = now - self.start
+        if elapsed < self.WINDOW:
+            return
+        q = self.want(self.count / elapsed)
+        self.start, self.count = now, 0
+        if q != sock.qthresh:
+            sock.set_batching(q, 1 if q > 1 else None)

@@ -58,6 +58,7 @@ class ReplayCache:
         self.floor = -1  # MACs of minutes <= floor count as seen (an untrusted cache)
         self.trust = Trust(True, "missing")
         self._entries: dict[str, int] = {}
+        self._accepted_at: dict[str, float] = {}  # in memory only: when this process accepted it
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,12 +98,20 @@ class ReplayCache:
         """Whether this MAC was (or, from an untrusted cache, may have been) accepted."""
         return mac_hex in self._entries or (minute is not None and minute <= self.floor)
 
-    def add(self, mac_hex: str, minute: int, now_minute: int) -> None:
-        """Remember an accepted MAC, prune and bound the cache, and persist it."""
+    def accepted_within(self, mac_hex: str, now: float, seconds: float) -> bool:
+        """Whether this process accepted the MAC at most `seconds` before `now` (a repeat)."""
+        at = self._accepted_at.get(mac_hex)
+        return at is not None and 0.0 <= now - at <= seconds
+
+    def add(self, mac_hex: str, minute: int, now_minute: int, at: float | None = None) -> None:
+        """Remember an accepted MAC (accepted at `at`, seconds), prune and bound the cache,
+        and persist it."""
         self._prune(now_minute)
         self._entries.pop(mac_hex, None)
         self._evict_to(self.max_entries - 1)
         self._entries[mac_hex] = minute
+        if at is not None:
+            self._accepted_at[mac_hex] = at
         self._persist()
 
     def _parse(self, text: str) -> Trust:
@@ -125,6 +134,7 @@ class ReplayCache:
     def _prune(self, now_minute: int) -> None:
         oldest_kept = now_minute - self.lifetime_minutes
         self._entries = {k: m for k, m in self._entries.items() if m >= oldest_kept}
+        self._accepted_at = {k: t for k, t in self._accepted_at.items() if k in self._entries}
 
     def _evict_to(self, limit: int) -> None:
         excess = len(self._entries) - limit
@@ -133,6 +143,7 @@ class ReplayCache:
         log.warning("replay cache full: forgetting the %d oldest entries", excess)
         by_age = sorted(self._entries.items(), key=lambda item: item[1])
         self._entries = dict(by_age[excess:])
+        self._accepted_at = {k: t for k, t in self._accepted_at.items() if k in self._entries}
 
     def _persist(self) -> None:
         body = "".join(f"{m} {h}\n" for h, m in self._entries.items())

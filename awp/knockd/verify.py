@@ -1,5 +1,12 @@
 """The listener's checks, in a row, cheapest first: door -> size -> hex -> time window and MAC
--> replay. Pure apart from the replay cache; each packet gets exactly one Verdict."""
+-> replay. Pure apart from the replay cache; each packet gets exactly one Verdict.
+
+A MAC already accepted is a replay, except within REPEAT_WINDOW seconds of its acceptance:
+then it is the client repeating its datagram (knock.sh --repeat, `awp knock --repeat`) in
+case the first was lost, and the verdict is "repeat": no second grant, not a reject. The MAC
+covers the source address and was just checked against this packet's source, so a repeat
+comes from the address that knocked (or from one spoofing it, who gains nothing: the grant
+is that address's already)."""
 
 from __future__ import annotations
 
@@ -12,12 +19,13 @@ from awp.model import AdvancedDoor
 
 SKEW = 1  # minutes either side of the server's minute that are accepted
 SKEW_REPORT = 3  # a MAC this far off is reported as clock skew rather than a bad MAC
+REPEAT_WINDOW = 5.0  # seconds after its acceptance that the same MAC is a client's repeat
 
 
 @dataclass(frozen=True)
 class Verdict:
-    action: str  # "open", "close" or "reject"
-    reason: str  # "ok", "unknown-port", "malformed", "bad-mac", "skew", "replay", "untrusted-cache"
+    action: str  # "open", "close", "repeat" (of an accepted knock: nothing to do) or "reject"
+    reason: str  # "ok", "repeat", "unknown-port", "malformed", "bad-mac", "skew", "replay", "untrusted-cache"
     door: AdvancedDoor | None
     mac: str = field(default="", repr=False)
     minute: int | None = None
@@ -27,7 +35,9 @@ class Verdict:
         return self.mac[:8]
 
 
-def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: ReplayCache, now_minute: int) -> Verdict:
+def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: ReplayCache, now_minute: int,
+          now: float | None = None) -> Verdict:
+    """`now` (seconds) tells a client's repeat from a replay; without it every seen MAC is a replay."""
     door = doors.get(packet.dport)
     if door is None:
         return Verdict("reject", "unknown-port", None)
@@ -40,6 +50,8 @@ def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: ReplayCache, n
     if minute is None:
         return Verdict("reject", "bad-mac", door, mac)
     if replay.seen(mac):
+        if now is not None and replay.accepted_within(mac, now, REPEAT_WINDOW):
+            return Verdict("repeat", "repeat", door, mac, minute)
         return Verdict("reject", "replay", door, mac)
     if replay.seen(mac, minute):  # an untrusted cache: this minute may have been accepted before
         return Verdict("reject", "untrusted-cache", door, mac, minute)
