@@ -59,17 +59,29 @@ class Listener:
             notify(self.observers, Decision(now, packet.src, packet.dport, port, "advanced", "reject",
                                             verdict.reason, verdict.mac_prefix))
             return verdict
-        self._remember(verdict, minute, now)
-        action, expires = self._grant(packet, verdict)
+        saved = self._remember(verdict, minute, now)
+        try:
+            action, expires = self._grant(packet, verdict)
+        finally:
+            if saved:
+                self._sync_replay()
         notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", action,
                                         "ok", verdict.mac_prefix, expires))
         return verdict
 
-    def _remember(self, verdict: Verdict, minute: int, now: float) -> None:
+    def _remember(self, verdict: Verdict, minute: int, now: float) -> bool:
+        """Record the MAC before the grant (fsynced after it: see ReplayCache.add)."""
         try:
-            self.replay.add(verdict.mac, verdict.minute, minute, now)
+            self.replay.add(verdict.mac, verdict.minute, minute, now, sync=False)
+            return True
         except OSError as exc:
             log.error("replay cache not saved (%s: %s); a restart distrusts it if a grant is newer", self.replay.path, exc.strerror)
+
+    def _sync_replay(self) -> None:
+        try:
+            self.replay.sync()
+        except OSError as exc:
+            log.error("replay cache not synced (%s: %s)", self.replay.path, exc.strerror)
 
     def _grant(self, packet: Packet, verdict: Verdict) -> tuple[str, int | None]:
         """Apply an accepted knock; returns the action taken and an open's lifetime."""

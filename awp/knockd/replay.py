@@ -103,16 +103,31 @@ class ReplayCache:
         at = self._accepted_at.get(mac_hex)
         return at is not None and 0.0 <= now - at <= seconds
 
-    def add(self, mac_hex: str, minute: int, now_minute: int, at: float | None = None) -> None:
+    def add(self, mac_hex: str, minute: int, now_minute: int, at: float | None = None,
+            sync: bool = True) -> None:
         """Remember an accepted MAC (accepted at `at`, seconds), prune and bound the cache,
-        and persist it."""
+        and persist it: written and renamed into place, and with `sync` also fsynced (file
+        and directory). sync=False leaves the fsyncs to `sync()`: the listener grants in
+        between, so a knock does not wait for the disk. The entry is in the file (the page
+        cache) before the grant either way, so a crash of the listener loses nothing; only a
+        power failure in the milliseconds between the grant and sync() could, and it takes
+        the grant (kernel state) with it."""
         self._prune(now_minute)
         self._entries.pop(mac_hex, None)
         self._evict_to(self.max_entries - 1)
         self._entries[mac_hex] = minute
         if at is not None:
             self._accepted_at[mac_hex] = at
-        self._persist()
+        self._persist(sync)
+
+    def sync(self) -> None:
+        """Make the last write durable (after add(..., sync=False))."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.path.parent)
 
     def _parse(self, text: str) -> Trust:
         head, _, body = text.partition("\n")
@@ -145,7 +160,7 @@ class ReplayCache:
         self._entries = dict(by_age[excess:])
         self._accepted_at = {k: t for k, t in self._accepted_at.items() if k in self._entries}
 
-    def _persist(self) -> None:
+    def _persist(self, sync: bool = True) -> None:
         body = "".join(f"{m} {h}\n" for h, m in self._entries.items())
         digest = hashlib.sha256(body.encode()).hexdigest()
         text = f"{HEADER} written={int(time.time())} sha256={digest}\n{body}"
@@ -157,12 +172,14 @@ class ReplayCache:
                 os.fchmod(f.fileno(), 0o600)
                 f.write(text)
                 f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        _fsync_dir(directory)
+        if sync:
+            _fsync_dir(directory)
 
 
 def _read_regular(path: Path, limit: int) -> bytes:
