@@ -14,6 +14,7 @@ added to client 1's link (the server's 198.18.1.1/24 reaches them without a rout
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import re
@@ -112,6 +113,14 @@ class Listener:
         return b"knockd" in cmdline and str(self.root).encode() in cmdline
 
 
+def handled(log_text: str) -> int:
+    """Datagrams the listener decided on, from its log: one line each, or counted in the
+    rate limiter's "suppressed=N" summaries."""
+    lines = log_text.splitlines()
+    return (sum(int(m) for m in re.findall(r"suppressed=(\d+)", log_text))
+            + sum(1 for line in lines if "knock " in line and "suppressed=" not in line))
+
+
 class Bench:
     def __init__(self, lab: Lab, plan: Plan):
         self.lab, self.plan = lab, plan
@@ -153,10 +162,11 @@ class Bench:
         return {"rate": rate, "repeat": repeat, "sent_pps": out["sent"] / out["elapsed"],
                 "delivered": rx1[0] - rx0[0], "delivered_pps": (rx1[0] - rx0[0]) / out["elapsed"],
                 "knocks": summarize(knocks), "log_bytes": listener.log_size() - offset,
-                "listener_cpu_s": cpu, "listener_cpu_pct": 100.0 * cpu / window, "drain_s": drain,
+                "listener_cpu_s": cpu, "listener_cpu_pct": 100.0 * cpu / window, "window_s": window, "drain_s": drain,
                 "netlink_drops": listener.netlink_drops(self.server) - drops0,
                 "overrun_lines": [line for line in text.splitlines() if "overrun" in line],
                 "accepted": sum(f"src={k['src']} " in text for k in knocks),
+                "handled": handled(text),
                 "rss_kib": listener.rss_kib(), "softirq_pct": sysc["softirq_pct"]}
 
 
@@ -215,10 +225,10 @@ def report(results: dict, plan: Plan, backend: str) -> None:
         per_m = s["log_bytes"] * 1e6 / s["delivered"] if s["delivered"] else 0
         rows.append([str(s["rate"] or "max"), str(s["repeat"]), fmt(s["sent_pps"], ".0f"), fmt(s["delivered_pps"], ".0f"),
                      f"{k['ok']}/{k['n']}", fmt(k["median"]), fmt(k["p95"]), f"{s['accepted']}",
-                     fmt(s["listener_cpu_pct"], ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
+                     fmt(s["handled"] / s["window_s"], ".0f"), fmt(s["listener_cpu_pct"], ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
                      last[-1] if last else "0", fmt(per_m, ".0f"), str(s["rss_kib"] // 1024), fmt(s["drain_s"], ".1f")])
     print(table(["junk pps", "sends", "sent pps", "delivered pps", "knocks ok", "median ms", "p95 ms", "log: accepted",
-                 "listener cpu %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
+                 "handled pps", "listener cpu %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
                  "drain s"], rows))
     total = sum(s["delivered"] for s in results["steps"])
     print(f"\nlistener RSS {results['rss_start_kib'] / 1024:.1f} MiB before the junk, "
@@ -228,6 +238,9 @@ def report(results: dict, plan: Plan, backend: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer trials and rates (under a minute)")
+    p.add_argument("--rates", help="junk rates to run, comma-separated pps (0: max), instead of the plan's")
+    p.add_argument("--knocks", type=int, help="valid knocks per junk step instead of the plan's")
+    p.add_argument("--repeats", help="client repeats to try, comma-separated (default 1,3)")
     p.add_argument("--backend", choices=("auto", "nftables", "iptables-nft", "iptables-legacy"), default="auto",
                    help="FW_PORTKNOCK_BACKEND for the run (default: auto)")
     args = p.parse_args(argv)
@@ -235,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         print("advanced_bench: needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
     plan = make_plan(args.quick)
+    if args.rates:
+        plan = dataclasses.replace(plan, junk_rates=tuple(int(r) for r in args.rates.split(",")))
+    if args.knocks:
+        plan = dataclasses.replace(plan, knocks=args.knocks)
+    if args.repeats:
+        plan = dataclasses.replace(plan, repeats=tuple(int(r) for r in args.repeats.split(",")))
     print(f"awp advanced-mode benchmark ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"kernel {platform.release()}, {os.cpu_count()} CPUs, awp {revision()}")
     start = time.monotonic()

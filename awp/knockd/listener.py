@@ -27,7 +27,7 @@ from awp.model import Config
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
-RCVBUF = 16 << 20
+RCVBUF = 2 << 20  # the kernel doubles it; see run_listener on why not more
 RECV_BATCH = 256  # netlink messages read in one go before the loop's housekeeping
 
 
