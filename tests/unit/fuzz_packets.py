@@ -97,7 +97,12 @@ class Fuzzer:
         return self.wrap(src, bytes(payload))
 
     def other_source(self) -> bytes:
-        return self.wrap(self.src(), self.valid(self.src()))
+        """A valid knock of one address, sent from another (never the same: a draw of the
+        same address twice is a valid knock, which the million-datagram bench did find)."""
+        src, owner = self.src(), self.src()
+        while owner == src:
+            owner = self.src()
+        return self.wrap(src, self.valid(owner))
 
     def other_minute(self) -> bytes:
         src = self.src()
