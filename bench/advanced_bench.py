@@ -51,8 +51,8 @@ SPOOF_FIRST, SPOOF_SOURCES = "198.19.0.1", 65_535  # bench/addresses.py's flood 
 
 def make_plan(quick: bool) -> Plan:
     if quick:
-        return Plan(10, (10000, 200000, 0), 3.0, 1.0, 5, (1, 3))
-    return Plan(50, (10000, 50000, 200000, 0), 3.0, 1.0, 15, (1, 3))
+        return Plan(10, (10000, 200000, 0), 3.0, 1.0, 5, (1, 5))
+    return Plan(30, (10000, 50000, 200000, 0), 3.0, 1.0, 15, (1, 5))
 
 
 def progress(text: str) -> None:

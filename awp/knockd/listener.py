@@ -27,7 +27,11 @@ from awp.model import Config
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
-RCVBUF = 2 << 20  # the kernel doubles it; see run_listener on why not more
+# The NFLOG socket's buffer (the kernel doubles it): ~0.1-0.2 s of a flood in batched messages.
+# Bigger does not let more knocks through when the listener is slower than the flood (what
+# it cannot read is dropped either way), it only makes a knock that got in wait behind more
+# junk: with 16 MiB a knock that made it waited seconds and missed a client's patience.
+RCVBUF = 2 << 20
 RECV_BATCH = 256  # netlink messages read in one go before the loop's housekeeping
 
 
