@@ -113,14 +113,6 @@ class Listener:
         return b"knockd" in cmdline and str(self.root).encode() in cmdline
 
 
-def handled(log_text: str) -> int:
-    """Datagrams the listener decided on, from its log: one line each, or counted in the
-    rate limiter's "suppressed=N" summaries."""
-    lines = log_text.splitlines()
-    return (sum(int(m) for m in re.findall(r"suppressed=(\d+)", log_text))
-            + sum(1 for line in lines if "knock " in line and "suppressed=" not in line))
-
-
 class Bench:
     def __init__(self, lab: Lab, plan: Plan):
         self.lab, self.plan = lab, plan
@@ -166,7 +158,6 @@ class Bench:
                 "netlink_drops": listener.netlink_drops(self.server) - drops0,
                 "overrun_lines": [line for line in text.splitlines() if "overrun" in line],
                 "accepted": sum(f"src={k['src']} " in text for k in knocks),
-                "handled": handled(text),
                 "rss_kib": listener.rss_kib(), "softirq_pct": sysc["softirq_pct"]}
 
 
@@ -225,10 +216,10 @@ def report(results: dict, plan: Plan, backend: str) -> None:
         per_m = s["log_bytes"] * 1e6 / s["delivered"] if s["delivered"] else 0
         rows.append([str(s["rate"] or "max"), str(s["repeat"]), fmt(s["sent_pps"], ".0f"), fmt(s["delivered_pps"], ".0f"),
                      f"{k['ok']}/{k['n']}", fmt(k["median"]), fmt(k["p95"]), f"{s['accepted']}",
-                     fmt(s["handled"] / s["window_s"], ".0f"), fmt(s["listener_cpu_pct"], ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
+                     fmt(s["listener_cpu_pct"], ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
                      last[-1] if last else "0", fmt(per_m, ".0f"), str(s["rss_kib"] // 1024), fmt(s["drain_s"], ".1f")])
     print(table(["junk pps", "sends", "sent pps", "delivered pps", "knocks ok", "median ms", "p95 ms", "log: accepted",
-                 "handled pps", "listener cpu %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
+                 "listener cpu %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
                  "drain s"], rows))
     total = sum(s["delivered"] for s in results["steps"])
     print(f"\nlistener RSS {results['rss_start_kib'] / 1024:.1f} MiB before the junk, "
