@@ -21,7 +21,7 @@ from awp.knockd.events import Decision, Observer, notify
 from awp.knockd.nflog import AdaptiveBatching, NflogSocket, Packet
 from awp.knockd.ratelog import RateLimitedLog
 from awp.knockd.replay import ReplayCache
-from awp.knockd.verify import SKEW, Verdict, check, explain
+from awp.knockd.verify import SKEW, ExpectedMacs, Verdict, check, explain
 from awp.load import load_config
 from awp.model import Config
 from awp.paths import Root
@@ -42,15 +42,17 @@ class Listener:
         self.replay = replay
         self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
         self.rejects = RateLimitedLog(log)
+        self.expected = ExpectedMacs()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
         self.config = config
         self.doors = {d.knock_port: d for d in config.active_advanced}
+        self.expected = ExpectedMacs()  # the secrets may have changed
 
     def handle(self, packet: Packet, now: float) -> Verdict:
         minute = otp.minute_of(now)
-        verdict = check(packet, self.doors, self.replay, minute, now)
+        verdict = check(packet, self.doors, self.replay, minute, now, self.expected)
         if verdict.action == "repeat":  # the client sent its knock again: done already, not an attack
             log.debug("knock repeat port=%d knock_port=%d src=%s mac=%s", verdict.door.port,
                       packet.dport, packet.src, verdict.mac_prefix)

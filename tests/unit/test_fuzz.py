@@ -15,6 +15,7 @@ from fuzz_packets import Fuzzer
 from awp.knockd.listener import Listener
 from awp.knockd.nflog import parse_messages
 from awp.knockd.replay import ReplayCache
+from awp.knockd.verify import ExpectedMacs
 from awp.lists import parse_advanced
 from awp.model import Config, Settings
 
@@ -31,6 +32,7 @@ def test_hostile_datagrams_never_crash_grant_or_grow_memory(tmp_path, caplog):
     replay = ReplayCache(tmp_path / "replay-cache")
     replay.load()
     listener = Listener(CONFIG, grants, replay)
+    listener.expected = ExpectedMacs(max_sources=1024)  # full in the first half: flat in the second
     fuzzer = Fuzzer(OPEN, CLOSE, now)
     verdicts: dict[str, int] = {}
     tracemalloc.start()
@@ -51,6 +53,7 @@ def test_hostile_datagrams_never_crash_grant_or_grow_memory(tmp_path, caplog):
     assert set(verdicts) <= {"malformed", "bad-mac", "unknown-port"}, verdicts
     assert verdicts["bad-mac"] > COUNT // 4 and verdicts["malformed"] > COUNT // 20  # the MAC check ran
     assert listener.rejects.emitted <= listener.rejects.burst
+    assert len(listener.expected.table) == 1024
     assert grown < 256 * 1024, f"heap grew {grown} bytes over the second {COUNT // 2} datagrams"
 
 

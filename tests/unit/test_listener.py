@@ -182,6 +182,34 @@ def test_a_repeat_from_another_source_is_a_bad_mac_not_a_repeat(listener):
     assert listener.handle(packet(knock(OPEN), src=OTHER), NOW + 1).reason == "bad-mac"
 
 
+# --- the table of expected MACs ------------------------------------------------------------
+
+
+def test_expected_macs_rule_out_wrong_macs_and_let_every_window_minute_through(listener, grants):
+    table = listener.expected
+    for minute in (MINUTE - 1, MINUTE, MINUTE + 1):
+        src = ipaddress.ip_address(f"198.18.1.{10 + minute - MINUTE}")
+        assert listener.handle(packet(knock(OPEN, minute, src), src=src), NOW).action == "open"
+    assert listener.handle(packet(knock("wrongsecret")), NOW).reason == "bad-mac"
+    assert listener.handle(packet(knock(CLOSE, MINUTE + 1)), NOW).action == "close"
+    assert grants.calls[-1] == ("close", 2222, SRC)
+    assert len(table.table) == 4 and table.minute == MINUTE
+    assert listener.handle(packet(knock(OPEN, MINUTE + 1)), NOW + 60).action == "open"  # next minute
+    assert len(table.table) == 1 and table.minute == MINUTE + 1
+
+
+def test_expected_macs_are_bounded_and_forgotten_on_a_reload(listener):
+    from awp.knockd.verify import ExpectedMacs
+
+    listener.expected = ExpectedMacs(max_sources=3)
+    for i in range(10):
+        src = ipaddress.ip_address(f"198.19.0.{i + 1}")
+        assert listener.handle(packet(knock("wrongsecret", addr=src), src=src), NOW).reason == "bad-mac"
+    assert len(listener.expected.table) == 3
+    listener.configure(CONFIG)
+    assert len(listener.expected.table) == 0
+
+
 # --- log lines ------------------------------------------------------------------------------
 
 
