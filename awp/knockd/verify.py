@@ -40,32 +40,49 @@ class ExpectedMacs:
     minute (2 secrets x 3 minutes), computed on the source's first datagram of the minute.
 
     Under a flood from a set of spoofed sources each sends many datagrams a minute; this makes
-    all but the first a dict lookup and a substring test instead of 6 MACs (the listener's
+    all but the first a table lookup and a substring test instead of 6 MACs (the listener's
     biggest cost per datagram). A datagram whose first 8 bytes match is checked in full, in
-    constant time, by the usual path; one that matches none cannot be right. Bounded: at
-    most `max_sources` (door, source) pairs, the oldest forgotten first, all forgotten when
-    the minute changes; about 160 bytes each. A flood from more sources than that costs what
-    it cost without the table."""
+    constant time, by the usual path; one that matches none cannot be right.
 
-    def __init__(self, max_sources: int = 65_536):
-        self.max_sources = max_sources
+    Flat memory: one preallocated table of `slots` slots (72 bytes each, 4.5 MiB for the
+    default 65,536), direct-mapped by Python's per-process randomized hash of (knock port,
+    source), a newcomer taking its slot's place; wiped when the minute changes. A flood from
+    more sources than slots costs what it cost without the table, never more memory."""
+
+    SLOT = 72  # 1 used flag + 2 port + 16 address + 48 prefixes, padded
+    KEY = 19
+
+    def __init__(self, slots: int = 65_536):
+        if slots < 1 or slots & (slots - 1):
+            raise ValueError("slots must be a power of two")
+        self.mask = slots - 1
         self.minute: int | None = None
-        self.table: dict[bytes, bytes] = {}
+        self.table: bytearray | None = None  # allocated on first use
+
+    def __len__(self) -> int:
+        """Slots in use (for tests and the benchmark; walks the table)."""
+        t = self.table
+        return 0 if t is None else sum(1 for i in range(0, len(t), self.SLOT) if t[i])
 
     def could_match(self, door: AdvancedDoor, packet: Packet, mac: str, now_minute: int) -> bool:
+        t = self.table
+        if t is None:
+            t = self.table = bytearray((self.mask + 1) * self.SLOT)
         if now_minute != self.minute:
-            self.table.clear()
+            if self.minute is not None:
+                t[:] = bytes(len(t))
             self.minute = now_minute
         packed = packet.src.packed
-        key = packet.dport.to_bytes(2, "big") + packed
-        prefixes = self.table.get(key)
-        if prefixes is None:
+        key = b"\1" + packet.dport.to_bytes(2, "big") + packed.ljust(16, b"\0")
+        at = (hash(key) & self.mask) * self.SLOT
+        if t[at : at + self.KEY] == key:
+            prefixes = bytes(t[at + self.KEY : at + self.KEY + 48])
+        else:
             prefixes = b"".join(otp.mac_digest(secret.value, packed, m)[:8]
                                 for secret in (door.open_secret, door.close_secret)
                                 for m in range(now_minute - SKEW, now_minute + SKEW + 1) if 0 <= m <= 0xFFFFFFFF)
-            if len(self.table) >= self.max_sources:
-                del self.table[next(iter(self.table))]
-            self.table[key] = prefixes
+            if len(prefixes) == 48:  # not at the ends of the uint32 minute range
+                t[at : at + self.KEY + 48] = key + prefixes
         return bytes.fromhex(mac[:16]) in prefixes
 
 
