@@ -49,15 +49,32 @@ def test_seen_after_add_and_after_a_restart(cache_path):
     assert restarted.trust.trusted and restarted.trust.reason == "ok"
 
 
-def test_an_add_without_sync_is_in_the_file_before_sync_makes_it_durable(cache_path, monkeypatch):
+def test_an_add_without_sync_is_journaled_before_sync_makes_it_durable(cache_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(rc.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     cache = new_cache(cache_path)
-    cache.add(H1, M, M, at=100.0, sync=False)
-    assert synced == [] and new_cache(cache_path).seen(H1)  # a restarted listener sees it
+    cache.add(H1, M, M)
+    synced.clear()
+    cache.add(H2, M, M, at=100.0, sync=False)
+    assert synced == [] and cache.journal.read_text() == f"{M} {H2}\n"
+    assert stat.S_IMODE(cache.journal.stat().st_mode) == 0o600
+    crashed = new_cache(cache_path)  # a listener that died before sync(): both count as seen
+    assert crashed.seen(H1) and crashed.seen(H2) and crashed.trust.trusted
     cache.sync()
-    assert len(synced) == 2  # the file, then its directory
+    assert len(synced) == 2 and not cache.journal.exists()  # the file, then its directory
+    assert new_cache(cache_path).seen(H2)
+
+
+def test_a_journal_alone_or_cut_short_still_counts_and_a_foreign_one_distrusts(cache_path):
+    cache = new_cache(cache_path)
+    cache.add(H1, M, M, sync=False)  # the first knock ever, then a crash: no cache file yet
+    with open(cache.journal, "a") as f:
+        f.write(f"{M} {H2[:30]}")  # a line cut by the crash
+    again = new_cache(cache_path)
+    assert again.seen(H1) and not again.seen(H2) and again.trust.reason == "missing"
+    os.chmod(cache.journal, 0o644)
+    assert not new_cache(cache_path).trust.trusted
 
 
 def test_accepted_within_is_in_memory_and_bounded_with_the_entries(cache_path):
