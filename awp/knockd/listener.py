@@ -76,7 +76,7 @@ class Listener:
         return verdict
 
     def _remember(self, verdict: Verdict, minute: int, now: float) -> bool:
-        """Record the MAC before the grant (fsynced after it: see ReplayCache.add)."""
+        """Journal the MAC before the grant (made durable after it: see ReplayCache.add)."""
         try:
             self.replay.add(verdict.mac, verdict.minute, minute, now, sync=False)
             return True
