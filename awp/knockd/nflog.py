@@ -424,13 +424,14 @@ class AdaptiveBatching:
     """How much the kernel should batch, from the packet rate the listener sees.
 
     Idle or at a human pace: qthresh 1, every knock delivered at once. Under a flood: about
-    one millisecond's worth of packets a message (rate / 1000, a power of two, at most
+    0.4 ms worth of packets a message (rate / PER_PACKET_RATE, a power of two, at most
     ``ceiling``), so the kernel sends and the listener reads one message for many packets
-    while a knock still waits at most about a millisecond for its batch to fill. The flush
+    while a knock waits well under a millisecond for its batch to fill. The flush
     timer (1 cs) only matters when a flood stops mid-batch; the next window drops back to
     qthresh 1."""
 
     WINDOW = 0.25  # seconds over which the rate is measured
+    PER_PACKET_RATE = 2500.0  # packets/s for each packet of qthresh: 10k pps -> 4, 200k -> 64
 
     def __init__(self, ceiling: int = 64):
         self.ceiling = ceiling
@@ -439,7 +440,7 @@ class AdaptiveBatching:
 
     def want(self, rate: float) -> int:
         q = 1
-        while q * 2 <= min(rate / 1000.0, self.ceiling):
+        while q * 2 <= min(rate / self.PER_PACKET_RATE, self.ceiling):
             q *= 2
         return q
 
