@@ -86,6 +86,9 @@ def _knock_arguments(knock: argparse.ArgumentParser) -> None:
     knock.add_argument("-s", "--source", dest="source_address", metavar="ADDR",
                        help="the address the server sees, when it is not this host's own (behind NAT: "
                             "the public address); default: the source address the kernel picks")
+    knock.add_argument("-r", "--repeat", type=int, default=1, metavar="COUNT",
+                       help="send the datagram COUNT times (1-5, 0.4 s apart) in case one is lost; "
+                            "the server grants once (default: 1)")
 
 
 def _grant_arguments(grant: argparse.ArgumentParser, revoke: argparse.ArgumentParser) -> None:
@@ -402,8 +405,9 @@ def cmd_knock(root, args) -> int:
     from awp.knockd.client import send_knock
 
     secret = sys.stdin.readline().rstrip("\n") if args.secret == "-" else args.secret
-    sent = send_knock(args.destination, args.port, secret, args.source_address)
-    out.print(f"awp: knock sent to {sent}", markup=False)
+    sent = send_knock(args.destination, args.port, secret, args.source_address, args.repeat)
+    times = f" {args.repeat} times" if args.repeat > 1 else ""
+    out.print(f"awp: knock sent to {sent}{times}", markup=False)
     return 0
 
 

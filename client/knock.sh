@@ -20,10 +20,11 @@ PROG=${0##*/}
 readonly PROG
 readonly EX_FAIL=1 EX_USAGE=2
 readonly MAX_EPOCH=257698037759 # 2^32 minutes - 1 second
+readonly MAX_REPEAT=5 REPEAT_GAP=0.4 # -r: at most 5 copies, all sent within 1.6 s
 
 usage() {
 	cat <<EOF
-usage: $PROG [-4 | -6] [-s ADDR] [-t EPOCH] [-n] <dst> <knock port> <secret | ->
+usage: $PROG [-4 | -6] [-s ADDR] [-t EPOCH] [-r COUNT] [-n] <dst> <knock port> <secret | ->
 
 Send one one-time password for awp's advanced mode (xt_pknock UDP mode).
 
@@ -32,6 +33,8 @@ Send one one-time password for awp's advanced mode (xt_pknock UDP mode).
             else python3, else /proc/net/udp)
   -4, -6    use IPv4 / IPv6 only (to resolve a host name)
   -t EPOCH  use this time (seconds since the epoch) instead of now
+  -r COUNT  send the datagram COUNT times (1-$MAX_REPEAT, default 1), $REPEAT_GAP s apart, in case
+            one is lost (a flood at the server); the server grants once
   -n        dry run: print the MAC on stdout, the source on stderr; send nothing
   -h        show this help
 
@@ -322,6 +325,12 @@ check_port() {
 	fi
 }
 
+check_repeat() {
+	if ! [[ $1 =~ ^[0-9]{1,2}$ ]] || ((10#$1 < 1 || 10#$1 > MAX_REPEAT)); then
+		usage_error "-r wants a count of 1-$MAX_REPEAT, got '$1'"
+	fi
+}
+
 check_time() {
 	if ! [[ $1 =~ ^[0-9]{1,12}$ ]] || ((10#$1 > MAX_EPOCH)); then
 		usage_error "-t wants seconds since the epoch (0-$MAX_EPOCH), got '$1'"
@@ -335,10 +344,10 @@ send() {
 }
 
 main() {
-	local opt want='' dry=0 now='' port mac key_hex
+	local opt want='' dry=0 now='' repeat=1 port mac key_hex i
 	SRC=
 	OPTIND=1
-	while getopts ':s:46t:nh' opt; do
+	while getopts ':s:46t:r:nh' opt; do
 		case $opt in
 		s) SRC=$OPTARG ;;
 		4 | 6)
@@ -346,6 +355,7 @@ main() {
 			want=$opt
 			;;
 		t) check_time "$OPTARG" && now=$((10#$OPTARG)) ;;
+		r) check_repeat "$OPTARG" && repeat=$((10#$OPTARG)) ;;
 		n) dry=1 ;;
 		h) usage && exit 0 ;;
 		:) usage_error "option -$OPTARG needs a value" ;;
@@ -371,7 +381,10 @@ main() {
 		printf '%s: source address %s\n' "$PROG" "$SRC" >&2
 		return 0
 	fi
-	send "$DST" "$port" "$mac"
+	for ((i = 1; i <= repeat; i++)); do
+		((i == 1)) || sleep "$REPEAT_GAP"
+		send "$DST" "$port" "$mac"
+	done
 }
 
 if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 2))); then

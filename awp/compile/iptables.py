@@ -24,6 +24,12 @@ NFLOG_COPY = 256
 # the listener (it logs them as malformed), but at most MISFIT_RATE a second.
 KNOCK_IP_LENGTH = {4: "92:93", 6: "112:113"}  # 20 + 8 + 64..65, 40 + 8 + 64..65
 MISFIT_RATE = ("-m", "limit", "--limit", "20/sec", "--limit-burst", "40")
+# A knock's first 4 payload bytes are lowercase hex digits (see HEX_PREFIX in
+# awp/compile/nftables.py). u32 reads from the IP header; the knock's length above already
+# rules out IPv4 options and IPv6 extension headers, so the payload is at 28 and 48.
+_HEX = "=0x30:0x39,0x61:0x66"
+_BYTE = ("{}>>24&0xFF", "{}>>16&0xFF", "{}>>8&0xFF", "{}&0xFF")  # the 4 bytes of the word at an offset
+KNOCK_PREFIX = {fam: "&&".join(b.format(off) + _HEX for b in _BYTE) for fam, off in ((4, 28), (6, 48))}
 
 
 def compile_family(config: Config, family: int) -> Ruleset:
@@ -311,7 +317,8 @@ class _Builder:
         """Each datagram is logged once: NFLOG does not end rule processing, so a knock-sized
         one is dropped right after its NFLOG rule, before the misfits' rule can log it again."""
         nflog = ("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-size", str(NFLOG_COPY))
-        knock_sized = ("-m", "length", "--length", KNOCK_IP_LENGTH[self.family])
+        knock_sized = ("-m", "length", "--length", KNOCK_IP_LENGTH[self.family],
+                       "-m", "u32", "--u32", KNOCK_PREFIX[self.family])
         deny = self._deny_target("udp")
         return (self._rule(*knock_sized, *nflog), self._rule(*knock_sized, *deny),
                 self._rule(*MISFIT_RATE, *nflog), self._rule(*deny))

@@ -39,6 +39,13 @@ ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 REFUSED = ("refused_progress", "refused_open")  # named counters: a full set refused an entry
 BAN_COUNTERS = ("ban_dropped", "bans")  # packets from banned sources denied; bans the kernel made
 KNOCK_UDP_LENGTH = "72-73"  # UDP header + 64 hex bytes + an optional 65th byte
+# A knock's first HEX_PREFIX payload bytes are lowercase hex digits: random knock-sized junk
+# passes 1 in 16 ** 4 and falls to the misfits' rate-limited rule, before it costs the
+# listener a message and six MACs. Junk that looks like a knock still gets through (only the
+# MAC tells it apart).
+HEX_PREFIX = 4
+HEX_DIGIT = "{ 0x30-0x39, 0x61-0x66 }"
+KNOCK_PREFIX = " ".join(f"@th,{64 + 8 * i},8 {HEX_DIGIT}" for i in range(HEX_PREFIX))
 NFLOG_SNAPLEN = 256
 NAT_PRIORITY = "dstnat"
 EXTRA_PER_RULE = 16  # open<f> updates per rule for the extra ports of a door
@@ -361,7 +368,7 @@ class _Builder:
     def _knock_udp(self) -> None:
         log = f"log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN}"
         deny = self.deny_udp
-        self._add("knock_udp", *self._banned(deny), f"udp length {KNOCK_UDP_LENGTH} {log} {deny}", f"{MISFIT_RATE} {log} {deny}", deny)
+        self._add("knock_udp", *self._banned(deny), f"udp length {KNOCK_UDP_LENGTH} {KNOCK_PREFIX} {log} {deny}", f"{MISFIT_RATE} {log} {deny}", deny)
 
 
     # --- FW_PORTKNOCK_BAN -------------------------------------------------------------------

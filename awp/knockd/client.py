@@ -12,9 +12,18 @@ from awp.lists import parse_port
 from awp.model import Origin
 
 
-def send_knock(destination: str, port_text: str, secret: str, source: str | None = None) -> str:
-    """Send the knock; return "addr:port" it went to. The MAC covers `source` if given (the
-    address the server sees, behind NAT), else the address the kernel picks towards dst."""
+MAX_REPEAT = 5
+REPEAT_GAP = 0.4  # seconds between two copies: 5 copies are all sent within 1.6 s
+
+
+def send_knock(destination: str, port_text: str, secret: str, source: str | None = None,
+               repeat: int = 1, sleep=time.sleep) -> str:
+    """Send the knock `repeat` times (the same datagram, REPEAT_GAP apart; the server grants
+    once and calls the others repeats); return "addr:port" it went to. The MAC covers
+    `source` if given (the address the server sees, behind NAT), else the address the kernel
+    picks towards dst."""
+    if not 1 <= repeat <= MAX_REPEAT:
+        raise UsageError(f"--repeat wants a count of 1-{MAX_REPEAT}, got {repeat}")
     port = parse_port(port_text, "knock port", Origin("command line", 0))
     if not secret:
         raise UsageError("the secret is empty")
@@ -23,7 +32,10 @@ def send_knock(destination: str, port_text: str, secret: str, source: str | None
         sock.connect(address)  # picks the route and source address; sends nothing
         src = _source(source or sock.getsockname()[0])
         payload = otp.build_payload(secret.encode("utf-8"), src, otp.minute_of(time.time()))
-        sock.send(payload)
+        for i in range(repeat):
+            if i:
+                sleep(REPEAT_GAP)
+            sock.send(payload)
     return f"{address[0]}:{port}"
 
 

@@ -42,7 +42,9 @@ class DecisionLog:
         self.budget = budget or RejectBudget()
 
     def __call__(self, d: Decision) -> None:
-        if d.accepted:
+        if d.action == "repeat":  # a client repeating an accepted knock: nothing new, no attack
+            self.logger.debug("%s", line(d))
+        elif d.accepted:
             self.logger.info("%s", line(d))
         elif self.budget.allow(d.src, d.reason):
             level = logging.INFO if d.reason in QUIET else logging.WARNING

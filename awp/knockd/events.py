@@ -27,7 +27,7 @@ class Decision:
     knock_port: int
     port: int | None  # the protected port, None when the knock port is not a door's
     mode: str  # "advanced" or "simple"
-    action: str  # "open", "close", "nothing-to-close" or "reject"
+    action: str  # "open", "close", "nothing-to-close", "repeat" (a client sent an accepted knock again) or "reject"
     reason: str  # "ok" for accepted; else the reject reason (bad-mac, replay, skew, ...)
     mac: str = ""  # the MAC's first 8 hex digits (not a secret: it is on the wire), or ""
     expires_in: int | None = None  # an open's lifetime in seconds

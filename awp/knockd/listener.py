@@ -23,15 +23,20 @@ from awp.knockd import events
 from awp.knockd.decisionlog import DecisionCounters, DecisionLog
 from awp.knockd.events import Decision, Observer, notify
 from awp.knockd.logdest import use_settings
-from awp.knockd.nflog import NflogSocket, Packet
+from awp.knockd.nflog import AdaptiveBatching, NflogSocket, Packet
 from awp.knockd.replay import ReplayCache
-from awp.knockd.verify import SKEW, Verdict, check, explain
+from awp.knockd.verify import SKEW, ExpectedMacs, Verdict, check, explain
 from awp.load import load_config
 from awp.model import Config
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
-RCVBUF = 16 << 20
+# The NFLOG socket's buffer (the kernel doubles it): ~0.1-0.2 s of a flood in batched messages.
+# Bigger does not let more knocks through when the listener is slower than the flood (what
+# it cannot read is dropped either way), it only makes a knock that got in wait behind more
+# junk: with 16 MiB a knock that made it waited seconds and missed a client's patience.
+RCVBUF = 2 << 20
+RECV_BATCH = 256  # netlink messages read in one go before the loop's housekeeping
 
 
 class Listener:
@@ -40,32 +45,50 @@ class Listener:
         self.grants = grants
         self.replay = replay
         self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
+        self.expected = ExpectedMacs()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
         self.config = config
         self.doors = {d.knock_port: d for d in config.active_advanced}
+        self.expected = ExpectedMacs()  # the secrets may have changed
 
     def handle(self, packet: Packet, now: float) -> Verdict:
         minute = otp.minute_of(now)
-        verdict = check(packet, self.doors, self.replay, minute)
+        verdict = check(packet, self.doors, self.replay, minute, now, self.expected)
+        if verdict.action == "repeat":  # the client sent its knock again: done already, not an attack
+            notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", "repeat",
+                                            "repeat", verdict.mac_prefix))
+            return verdict
         if verdict.action == "reject":
             port = verdict.door.port if verdict.door else None
             why = partial(explain, verdict, packet, minute) if verdict.reason == "bad-mac" else None
             notify(self.observers, Decision(now, packet.src, packet.dport, port, "advanced", "reject",
                                             verdict.reason, verdict.mac_prefix, explain=why))
             return verdict
-        self._remember(verdict, minute)
-        action, expires = self._grant(packet, verdict)
+        saved = self._remember(verdict, minute, now)
+        try:
+            action, expires = self._grant(packet, verdict)
+        finally:
+            if saved:
+                self._sync_replay()
         notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", action,
                                         "ok", verdict.mac_prefix, expires))
         return verdict
 
-    def _remember(self, verdict: Verdict, minute: int) -> None:
+    def _remember(self, verdict: Verdict, minute: int, now: float) -> bool:
+        """Journal the MAC before the grant (made durable after it: see ReplayCache.add)."""
         try:
-            self.replay.add(verdict.mac, verdict.minute, minute)
+            self.replay.add(verdict.mac, verdict.minute, minute, now, sync=False)
+            return True
         except OSError as exc:
             log.error("replay cache not saved (%s: %s); a restart distrusts it if a grant is newer", self.replay.path, exc.strerror)
+
+    def _sync_replay(self) -> None:
+        try:
+            self.replay.sync()
+        except OSError as exc:
+            log.error("replay cache not synced (%s: %s)", self.replay.path, exc.strerror)
 
     def _grant(self, packet: Packet, verdict: Verdict) -> tuple[str, int | None]:
         """Apply an accepted knock; returns the action taken and an open's lifetime."""
@@ -98,14 +121,16 @@ def run_listener(root: Root) -> int:
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
              listener.config.settings.nflog_group)
     beat = _heartbeat(root, lock, listener, 0.0)
+    batching = AdaptiveBatching()
     try:
         while not flags["stop"]:
-            packets = sock.receive(timeout=1.0)
+            packets = sock.receive(timeout=1.0, max_reads=RECV_BATCH)
             if flags["reload"]:  # before handling: a knock sent after awp -s -f sees the new doors
                 flags["reload"] = False
                 sock = _reload(root, listener, sock)
             for packet in packets:
                 _handle_one(listener, packet)
+            batching.update(sock, len(packets), time.monotonic())
             beat = _heartbeat(root, lock, listener, beat)
     finally:
         sock.close()
