@@ -62,13 +62,36 @@ def _refuse_port_conflicts(config: Config) -> None:
         claim("tcp", door.port, "protected port", door.origin)
     for door in config.active_simple:
         for knock in door.knocks:
-            claim("tcp", knock, "knock port", door.origin)
+            claim(door.proto(knock), knock, "knock port", door.origin)
+    numbers = {k: d for d in config.active_simple for k in d.knocks}
     for door in config.active_advanced:
         if ("tcp", door.knock_port) in roles:
             role, other = roles[("tcp", door.knock_port)]
             raise ConfigError(f"knock port (field 2) is already used as {role} at {other}",
                               path=door.origin.path, line=door.origin.line)
         claim("udp", door.knock_port, "knock port", door.origin)
+    for door in config.active_simple:  # a simple knock port number means one knock, TCP or UDP
+        for knock in door.knocks:
+            other = numbers[knock]
+            if other is not door and other.proto(knock) != door.proto(knock):
+                raise ConfigError(f"knock port {knock} is a {door.proto(knock).upper()} knock here and a "
+                                  f"{other.proto(knock).upper()} knock at {other.origin}; use another port",
+                                  path=door.origin.path, line=door.origin.line)
+    _refuse_option_conflicts(config, claim)
+
+
+def _refuse_option_conflicts(config: Config, claim) -> None:
+    """Every section of the door options file names a door; its extra ports are nobody else's."""
+    doors = {d.port: d for d in (*config.active_simple, *config.active_advanced)}
+    for options in config.options:
+        if options.port not in doors:
+            raise ConfigError(f"[{options.port}]: port {options.port} is no door's protected port in the "
+                              "lists of the modes that are on", path=options.origin.path, line=options.origin.line)
+    for options in config.options:
+        where = options.origin_of("ports")
+        for low, high in options.extra_ranges:
+            for port in range(low, high + 1):
+                claim("tcp", port, f"[{options.port}] ports: protected port", where)
 
 
 def _settings_warnings(config: Config) -> list[Finding]:

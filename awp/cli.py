@@ -159,6 +159,8 @@ def cmd_apply(root, args) -> int:
     if args.dry_run:
         plan = workflow.dry_run(config)
         out.print(f"# backend {plan.backend}" + ("" if plan.changed else ": no change"), markup=False)
+        for line in _options_lines(config):
+            out.print(f"# {line}", markup=False)
         out.print(plan.text, end="", markup=False)
         return 0
     done = workflow.apply(root, config, force=args.force, ssh_connection=os.environ.get("SSH_CONNECTION"))
@@ -203,6 +205,8 @@ def cmd_status(root, args) -> int:
         return 0
     config, seen = st.config, st.inspection
     out.print(_doors_table(config, seen.counters))
+    for line in _options_lines(config):
+        out.print(line, markup=False)
     out.print(_sources_table(seen.sources))
     if seen.refused and any(seen.refused.values()):
         err.print("awp: warning: a full set refused new entries: "
@@ -239,13 +243,26 @@ def _doors_table(config, counters) -> Table:
     for column in ("port", "mode", "knock", "let in", "dropped", "defined at"):
         text = column in ("knock", "defined at")
         table.add_column(column, no_wrap=not text, overflow="fold" if text else "ellipsis")
-    rows = [(d.port, "simple", "tcp " + ", ".join(map(str, d.knocks)), d.origin) for d in config.active_simple]
+    rows = [(d.port, "simple", _simple_knocks(d), d.origin) for d in config.active_simple]
     rows += [(d.port, "advanced", f"udp {d.knock_port} (one-time password)", d.origin)
              for d in config.active_advanced]
     for port, mode, knock, origin in sorted(rows, key=lambda r: r[0]):
         accepted, dropped = counters.get(port, ("-", "-"))
         table.add_row(str(port), mode, knock, str(accepted), str(dropped), f"{Path(origin.path).name} line {origin.line}")
     return table
+
+
+def _simple_knocks(door) -> str:
+    if not door.udp:
+        return "tcp " + ", ".join(map(str, door.knocks))
+    return ", ".join(door.knock_text(k) for k in door.knocks)
+
+
+def _options_lines(config) -> list[str]:
+    """What DIR/etc/firewall/portknock-doors adds to each door, one line per door."""
+    active = {d.port for d in (*config.active_simple, *config.active_advanced)}
+    return [f"door {o.port}: {o.describe()} ({Path(o.origin.path).name} line {o.origin.line})"
+            for o in config.options if o.port in active and o.describe()]
 
 
 def _sources_table(sources) -> Table:

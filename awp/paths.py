@@ -31,6 +31,10 @@ class Root:
         return self.base / "etc" / "firewall" / "advanced-portknock-list"
 
     @property
+    def door_options(self) -> Path:
+        return self.base / "etc" / "firewall" / "portknock-doors"
+
+    @property
     def pidfile(self) -> Path:
         return self.base / "var" / "run" / "awp-knockd.pid"
 

@@ -8,13 +8,16 @@ SCHEMA = 1
 def status_document(st) -> dict:
     """st: awp.workflow.Status. Times are seconds left as the kernel reports them."""
     config, seen = st.config, st.inspection
-    doors = [{"port": d.port, "mode": "simple", "knock": {"proto": "tcp", "ports": list(d.knocks)},
+    doors = [{"port": d.port, "mode": "simple", "knock": _simple_knock(d),
               "defined_at": str(d.origin)} for d in config.active_simple]
     doors += [{"port": d.port, "mode": "advanced", "knock": {"proto": "udp", "ports": [d.knock_port]},
                "defined_at": str(d.origin)} for d in config.active_advanced]
     for door in doors:
         let_in, dropped = seen.counters.get(door["port"], (None, None))
         door["let_in"], door["dropped"] = let_in, dropped
+        options = config.options_for(door["port"])
+        if options is not None:
+            door["options"] = _options(options)
     return {
         "schema": SCHEMA,
         "enabled": config.settings.enabled,
@@ -30,6 +33,22 @@ def status_document(st) -> dict:
                      "replay_cache": (st.listener_state or {}).get("replay_cache")},
         "elsewhere": list(st.elsewhere),
     }
+
+
+def _simple_knock(door) -> dict:
+    """{"proto": "tcp", "ports": [...]}; a door with UDP knocks also lists each knock's protocol."""
+    knock = {"proto": "tcp" if not door.udp else "mixed", "ports": list(door.knocks)}
+    if door.udp:
+        knock["protos"] = [door.proto(k) for k in door.knocks]
+    return knock
+
+
+def _options(options) -> dict:
+    return {"ports": [list(r) for r in options.ports],
+            "forward": str(options.forward) if options.forward else None,
+            "forward6": str(options.forward6) if options.forward6 else None,
+            "on_open": list(options.on_open), "on_close": list(options.on_close),
+            "run_as": options.run_as, "timeout": options.timeout, "defined_at": str(options.origin)}
 
 
 def _state(label: str) -> str:
