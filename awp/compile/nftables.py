@@ -26,7 +26,9 @@ import hashlib
 from dataclasses import dataclass
 
 from awp.lists import MAX_KNOCKS
-from awp.model import AdvancedDoor, Config, SimpleDoor
+from awp.model import AdvancedDoor, Config, SimpleDoor, commanded_simple_ports
+
+OPEN_NFLOG_PREFIX = "awp-open "  # awp.knockd.nflog.OPEN_PREFIX
 
 TABLE = "awp"
 FAMILY = "inet"
@@ -139,6 +141,7 @@ class _Builder:
 
     def __init__(self, config: Config, simple: tuple[SimpleDoor, ...], advanced: tuple[AdvancedDoor, ...]):
         self.s = config.settings
+        self.config = config
         self.families = (4, 6) if self.s.ipv6 else (4,)
         self.simple = simple
         self.advanced = advanced
@@ -252,13 +255,16 @@ class _Builder:
         open set with the protected port in one rule for every door, the knock's destination
         port is set to the protected port and, once the set is updated and the line logged
         (DPT=<protected port>), back to the knock port, so an answer (a reset) comes from the
-        port the knock went to."""
+        port the knock went to. A door with commands (on_open, on_close) also hands the
+        opening to the listener through NFLOG, prefix "awp-open <port>"."""
         ends = [f"{door_id(d.port)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
         back = [f"{d.port} : {d.knocks[-1]}" for d in self.simple]
         rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}", "jump forget"]
         rules += self._each(f"update @open$f {{ $a saddr . tcp dport timeout {self.s.open_window}s }} meta mark set 0x1")
         if self.s.kernel_log:
             rules.append(f'meta mark 0x1 {OPEN_LOG_RATE} log prefix "awp open "')
+        rules += [f'meta mark 0x1 th dport {port} log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN} '
+                  f'prefix "{OPEN_NFLOG_PREFIX}{port}"' for port in commanded_simple_ports(self.config)]
         rules += [f"tcp dport set tcp dport map {anon(back)}", f"meta mark != 0x1 counter name refused_open {self.deny}"]
         self._add("complete", *rules, self.deny)
 

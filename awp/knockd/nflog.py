@@ -50,6 +50,7 @@ NLA_F_NET_BYTEORDER = 1 << 14
 NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
 
 NFULA_PAYLOAD = 9
+NFULA_PREFIX = 10
 NFULA_CFG_CMD = 1
 NFULA_CFG_MODE = 2
 NFULA_CFG_TIMEOUT = 4
@@ -90,6 +91,10 @@ class Packet:
     dport: int
     payload: bytes
     length: int
+    prefix: str = ""  # the logging rule's prefix: "" for knocks, "awp-open PORT" for a simple door
+
+
+OPEN_PREFIX = "awp-open "  # a simple door with commands completed: "awp-open <protected port>"
 
 
 # --- pure parsing -------------------------------------------------------------------
@@ -130,11 +135,32 @@ def parse_messages(buf: bytes) -> list[Packet]:
         if mtype != MSG_PACKET or len(body) < _NFGENMSG.size:
             continue
         family = body[0]
-        payload = parse_attrs(body[_NFGENMSG.size :]).get(NFULA_PAYLOAD)
-        packet = parse_ip_udp(family, payload) if payload is not None else None
+        attrs = parse_attrs(body[_NFGENMSG.size :])
+        payload = attrs.get(NFULA_PAYLOAD)
+        prefix = attrs.get(NFULA_PREFIX, b"").split(b"\0", 1)[0]
+        if prefix.startswith(OPEN_PREFIX.encode()):
+            packet = parse_open(family, prefix.decode("ascii", "replace"), payload or b"")
+        else:
+            packet = parse_ip_udp(family, payload) if payload is not None else None
         if packet is not None:
             packets.append(packet)
     return packets
+
+
+def parse_open(family: int, prefix: str, data: bytes) -> Packet | None:
+    """A simple door's completing knock, logged with prefix "awp-open PORT": its source and
+    the door's protected port; None if the prefix or the IP header cannot be read."""
+    port_text = prefix[len(OPEN_PREFIX):].strip()
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 1 <= int(port_text) <= 65535):
+        return None
+    if family == socket.AF_INET and len(data) >= 20 and data[0] >> 4 == 4:
+        src, dst = ipaddress.IPv4Address(data[12:16]), ipaddress.IPv4Address(data[16:20])
+    elif family == socket.AF_INET6 and len(data) >= 40 and data[0] >> 4 == 6:
+        src, dst = ipaddress.IPv6Address(data[8:24]), ipaddress.IPv6Address(data[24:40])
+    else:
+        return None
+    port = int(port_text)
+    return Packet(family, src, dst, 0, port, b"", 0, f"{OPEN_PREFIX}{port}")
 
 
 def parse_ip_udp(family: int, data: bytes) -> Packet | None:

@@ -25,7 +25,7 @@ from awp.compile.nftables import compile_nft
 
 GOLDEN = Path(__file__).parent
 REGEN = os.environ.get("AWP_REGEN_GOLDEN") == "1"
-CASES = ["advanced", "disabled", "example-1-2-3-4-5", "ipv6-off", "many-doors", "one-door",
+CASES = ["advanced", "commands", "disabled", "example-1-2-3-4-5", "ipv6-off", "many-doors", "one-door",
          "two-doors-allowlist"]
 DIFF_LINES = 40
 
