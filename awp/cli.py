@@ -147,6 +147,10 @@ def cmd_check(root, args) -> int:
     out.print(f"awp: configuration OK: {len(config.active_simple)} simple door(s), "
               f"{len(config.active_advanced)} advanced door(s)"
               + ("" if s.enabled else " (FW_PORTKNOCK is off: nothing would be protected)"), markup=False)
+    from awp.checks import listener_notes
+
+    for note in listener_notes(config):
+        out.print(f"awp: {note}", markup=False)
     return 0
 
 
@@ -218,7 +222,9 @@ def cmd_status(root, args) -> int:
     for name in st.elsewhere:
         err.print(f"awp: warning: the {name} backend still holds awp's rules; awp -s -f or awp remove "
                   "takes them out", style="yellow", markup=False)
-    if config.active_advanced or st.listener_pid:
+    from awp.model import needs_listener
+
+    if needs_listener(config) or st.listener_pid:
         out.print(_listener_line(st), markup=False)
     return 0
 

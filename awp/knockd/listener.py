@@ -16,6 +16,8 @@ import time
 from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
+from awp.knockd.actions import CommandRunner
+from awp.knockd.commands import DoorCommands
 from awp.knockd.control import take_pidfile
 from awp.knockd.events import Decision, Observer, notify
 from awp.knockd.nflog import NflogSocket, Packet
@@ -23,7 +25,7 @@ from awp.knockd.ratelog import RateLimitedLog
 from awp.knockd.replay import ReplayCache
 from awp.knockd.verify import SKEW, Verdict, check, explain
 from awp.load import load_config
-from awp.model import Config
+from awp.model import Config, commanded_simple_ports
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,12 @@ class Listener:
     def configure(self, config: Config) -> None:
         self.config = config
         self.doors = {d.knock_port: d for d in config.active_advanced}
+        self.commanded = {d.port: d for d in config.active_simple if d.port in commanded_simple_ports(config)}
 
-    def handle(self, packet: Packet, now: float) -> Verdict:
+    def handle(self, packet: Packet, now: float) -> Verdict | None:
+        if packet.prefix:  # a simple door's sequence completed, seen by the kernel
+            self._simple_open(packet, now)
+            return None
         minute = otp.minute_of(now)
         verdict = check(packet, self.doors, self.replay, minute)
         if verdict.action == "reject":
@@ -57,6 +63,14 @@ class Listener:
         notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", action,
                                         "ok", verdict.mac_prefix, expires))
         return verdict
+
+    def _simple_open(self, packet: Packet, now: float) -> None:
+        door = self.commanded.get(packet.dport)
+        if door is None:
+            log.debug("simple open of a door without commands port=%d src=%s", packet.dport, packet.src)
+            return
+        notify(self.observers, Decision(now, str(packet.src), door.knocks[-1], door.port, "simple", "open", "ok",
+                                        expires_in=self.config.settings.open_window))
 
     def _remember(self, verdict: Verdict, minute: int) -> None:
         try:
@@ -99,7 +113,8 @@ def run_listener(root: Root) -> int:
     config = load_config(root)
     grants = select(config.settings.backend).grants(config)
     replay = open_replay_cache(root, config, grants, time.time())
-    listener = Listener(config, grants, replay)
+    commands = DoorCommands(config, CommandRunner())  # on_open / on_close (awp.knockd.commands)
+    listener = Listener(config, grants, replay, [commands])
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
@@ -114,8 +129,10 @@ def run_listener(root: Root) -> int:
             for packet in packets:
                 _handle_one(listener, packet)
             listener.rejects.flush()
+            commands.tick(time.time())
             beat = _heartbeat(root, lock, listener, beat)
     finally:
+        commands.stop()
         sock.close()
         log.info("listener stopped pid=%d", os.getpid())
         os.close(lock)
@@ -199,6 +216,9 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         return sock
     old_group = listener.config.settings.nflog_group
     listener.configure(config)
+    for observer in listener.observers:
+        if isinstance(observer, DoorCommands):
+            observer.configure(config)
     listener.grants = select(config.settings.backend).grants(config)
     log.info("listener reloaded doors=%d", len(listener.doors))
     if config.settings.nflog_group != old_group:
