@@ -1,0 +1,193 @@
+"""Door commands and clients that confirm, end to end in namespaces, on every backend.
+
+A simple door and an advanced door run on_open / on_close (portknock-doors) that write a
+marker file as the unprivileged user `nobody`; a command that hangs is killed at its
+timeout and logged, a failing one is logged with its exit status, and the listener keeps
+taking knocks meanwhile. `awp knock --sequence ... --wait` and `knock.sh --wait` exit 0 once
+the door answers, and non-zero within their bound when it does not.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from advanced_helpers import (CLOSE, DOOR, OPEN, PORT, knock_sh, servers, write_private)  # noqa: F401
+from harness import awp_command, wait_for
+
+pytestmark = pytest.mark.netns
+
+SEQ = (7481, 2203, 9127)
+SIMPLE_PORT = 22
+SIMPLE_DOOR = f"{SIMPLE_PORT}:{','.join(map(str, SEQ))}\n"
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture(autouse=True)
+def _plain_environment(monkeypatch):
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
+
+
+@pytest.fixture
+def scripts():
+    """Root-owned scripts in a 0755 directory under /tmp (pytest's tmp is root-only, and
+    awp check refuses a program nobody cannot reach), and an output directory of nobody's."""
+    base = Path(tempfile.mkdtemp(prefix="awp-doorcmd-", dir="/tmp"))
+    base.chmod(0o755)
+    out = base / "out"
+    out.mkdir()
+    os.chown(out, NOBODY.pw_uid, NOBODY.pw_gid)
+
+    def script(name: str, body: str) -> str:
+        path = base / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+        return str(path)
+
+    marker = script("marker.sh", f'echo "$AWP_ACTION $AWP_SRC $AWP_PORT $AWP_DOOR $AWP_MODE $(id -u)" '
+                                 f'>> "{out}/marker"\n')
+    hang = script("hang.sh", f'echo started >> "{out}/hang"\nexec sleep 60\n')
+    fail = script("fail.sh", "echo failing on purpose\nexit 3\n")
+    yield {"marker": marker, "hang": hang, "fail": fail, "out": out}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def with_doors(srv, text: str) -> None:
+    write_private(Path(srv.root) / "etc" / "firewall" / "portknock-doors", text)
+
+
+def marker_lines(out: Path) -> list[str]:
+    try:
+        return (out / "marker").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_marker(out: Path, pattern: str, timeout: float = 10.0) -> str:
+    regex = re.compile(pattern)
+    found: list[str] = []
+
+    def seen() -> bool:
+        found[:] = [l for l in marker_lines(out) if regex.search(l)]
+        return bool(found)
+
+    try:
+        wait_for(seen, timeout, f"marker /{pattern}/")
+    except RuntimeError:
+        raise AssertionError(f"no marker /{pattern}/ within {timeout}s: {marker_lines(out)}") from None
+    return found[0]
+
+
+def awp_knock(client, *args: str, timeout: float = 60):
+    cmd, extra = awp_command()
+    env = {**os.environ, **extra} if extra else None
+    return client.run([*cmd, "knock", *args], env=env, check=False, timeout=timeout)
+
+
+# --- clients that confirm --------------------------------------------------------------
+
+
+def test_sequence_opens_a_simple_door_and_wait_confirms(lab, servers, backend):
+    c1, c2 = lab.clients
+    dst = lab.server_ip4(c1)
+    srv = servers(lab, advanced_list=None, simple_list=SIMPLE_DOOR, advanced="no", simple="yes",
+                  FW_PORTKNOCK_STEP_TIMEOUT="10", FW_PORTKNOCK_OPEN_WINDOW="15")
+    srv.apply()
+    lab.server.serve_tcp(SIMPLE_PORT)
+    assert not c1.tcp_connect(dst, SIMPLE_PORT, timeout=1.0), "control: closed before the knock"
+    wrong = ",".join(map(str, (SEQ[1], SEQ[0], SEQ[2])))  # out of order, from c2
+    t0 = time.monotonic()
+    bad = awp_knock(c2, "--sequence", wrong, lab.server_ip4(c2), "--wait", str(SIMPLE_PORT), "--wait-timeout", "3")
+    took = time.monotonic() - t0
+    assert bad.returncode == 8 and "did not answer within 3 s" in bad.stderr, bad.stderr
+    assert took < 15, f"--wait-timeout 3 took {took:.1f} s"
+    assert not c2.tcp_connect(lab.server_ip4(c2), SIMPLE_PORT, timeout=1.0)
+    good = awp_knock(c1, "--sequence", ",".join(map(str, SEQ)), "--delay", "50", dst, "--wait", str(SIMPLE_PORT))
+    assert good.returncode == 0, good.stderr
+    assert "answers" in good.stdout
+    six = awp_knock(c1, "--sequence", ",".join(map(str, SEQ)), lab.server_ip6(c1),
+                    "--wait", str(SIMPLE_PORT), "--wait-timeout", "2")
+    assert six.returncode == 8  # no IPv6 service: the door opened, nothing answers; bound kept
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def test_simple_door_commands_run_as_nobody_on_open_and_expiry(lab, servers, backend, scripts):
+    c1 = lab.clients[0]
+    dst = lab.server_ip4(c1)
+    srv = servers(lab, advanced_list=None, simple_list=SIMPLE_DOOR, advanced="no", simple="yes",
+                  FW_PORTKNOCK_STEP_TIMEOUT="10", FW_PORTKNOCK_OPEN_WINDOW="4")
+    with_doors(srv, f"[{SIMPLE_PORT}]\non_open = {scripts['marker']}\non_close = {scripts['marker']}\n")
+    check = srv.awp("check")
+    assert check.returncode == 0 and "simple door 22 has commands" in check.stdout, check.stdout + check.stderr
+    srv.start()  # no advanced door: the listener runs for the command
+    lab.server.serve_tcp(SIMPLE_PORT)
+    mark = srv.log.mark()
+    assert awp_knock(c1, "--sequence", ",".join(map(str, SEQ)), dst, "--wait", str(SIMPLE_PORT)).returncode == 0
+    line = wait_marker(scripts["out"], r"^open ")
+    assert line == f"open {c1.ip4} 22 22 simple {NOBODY.pw_uid}"
+    assert (scripts["out"] / "marker").stat().st_uid == NOBODY.pw_uid
+    srv.log.wait(rf"command door=22 action=open src={re.escape(c1.ip4)} .*user=nobody .*exit=0 duration_ms=\d+",
+                 mark)
+    assert wait_marker(scripts["out"], r"^expire ", timeout=12) == f"expire {c1.ip4} 22 22 simple {NOBODY.pw_uid}"
+
+
+def test_advanced_door_commands_on_open_and_close(lab, servers, backend, scripts):
+    c1 = lab.clients[0]
+    dst = lab.server_ip4(c1)
+    srv = servers(lab)
+    with_doors(srv, f"[{PORT}]\non_open = {scripts['marker']} ignored-arg\non_close = {scripts['marker']}\n")
+    srv.start()
+    lab.server.serve_tcp(PORT)
+    r = knock_sh(c1, dst, OPEN, "--wait", str(PORT))
+    assert r.returncode == 0, r.stderr
+    assert wait_marker(scripts["out"], r"^open ") == f"open {c1.ip4} {PORT} {PORT} advanced {NOBODY.pw_uid}"
+    assert (scripts["out"] / "marker").stat().st_uid == NOBODY.pw_uid
+    knock_sh(c1, dst, CLOSE)
+    assert wait_marker(scripts["out"], r"^close ") == f"close {c1.ip4} {PORT} {PORT} advanced {NOBODY.pw_uid}"
+
+
+def test_hanging_and_failing_commands_are_logged_while_knocks_go_on(lab, servers, backend, scripts):
+    c1, c2 = lab.clients
+    srv = servers(lab)
+    with_doors(srv, f"[{PORT}]\non_open = {scripts['hang']}\non_close = {scripts['fail']}\ntimeout = 3\n")
+    srv.start()
+    lab.server.serve_tcp(PORT)
+    mark = srv.log.mark()
+    assert knock_sh(c1, lab.server_ip4(c1), OPEN, "--wait", str(PORT)).returncode == 0
+    wait_for(lambda: (scripts["out"] / "hang").exists(), 5.0, "the hanging command to start")
+    # while on_open hangs, the listener takes the next knocks at once
+    t0 = time.monotonic()
+    assert knock_sh(c2, lab.server_ip4(c2), OPEN, "--wait", str(PORT), "--wait-timeout", "5").returncode == 0
+    srv.log.wait(rf"knock accepted action=open port={PORT} .*src={re.escape(c2.ip4)} ", mark)
+    assert time.monotonic() - t0 < 3.0, "a knock waited for a hanging command"
+    killed = srv.log.wait(rf"command door={PORT} action=open src={re.escape(c1.ip4)} .* killed=timeout "
+                          r"duration_ms=(\d+)", mark, timeout=10)
+    assert 2900 <= int(re.search(r"duration_ms=(\d+)", killed).group(1)) < 6000
+    knock_sh(c1, lab.server_ip4(c1), CLOSE)
+    srv.log.wait(rf"command door={PORT} action=close src={re.escape(c1.ip4)} .* exit=3 duration_ms=", mark)
+    assert not any(p for p in _sleepers(scripts["hang"])), "the killed command's process group lives on"
+
+
+def _sleepers(hang: str) -> list[int]:
+    """Live processes of the hanging command (`sleep 60` exec'd by hang.sh)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if argv[:2] == [b"sleep", b"60"] and state not in ("Z", "X") and (p / "environ").exists():
+            if b"AWP_ACTION=open" in (p / "environ").read_bytes():
+                found.append(int(p.name))
+    return found
