@@ -166,8 +166,13 @@ class CommandRunner:
             self.summary()
             if job is None:
                 continue
-            outcome = run(job, self.clock)
-            log_outcome(job, outcome)
+            try:
+                outcome = run(job, self.clock)
+            except Exception as exc:  # a bug here must not end the worker
+                log.exception("command door=%s action=%s src=%s not run", job.door, job.action, job.src)
+                outcome = Outcome(None, 0, error=exc.__class__.__name__.lower())
+            else:
+                log_outcome(job, outcome)
             with self._cond:
                 self.done = (self.done + [(job, outcome)])[-100:]
 

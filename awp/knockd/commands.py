@@ -49,13 +49,13 @@ class DoorCommands:
         options = self.options.get(decision.port) if decision.port is not None else None
         if options is None or decision.action not in ("open", "close"):
             return
-        key = (decision.port, decision.src)
+        key = (decision.port, str(decision.src))
         if decision.action == "open":
             self._remember(key, decision)
-            self._queue(options, options.on_open, "open", decision.src, decision.mode)
+            self._queue(options, options.on_open, "open", key[1], decision.mode)
         else:
             self.opens.pop(key, None)
-            self._queue(options, options.on_close, "close", decision.src, decision.mode)
+            self._queue(options, options.on_close, "close", key[1], decision.mode)
 
     def tick(self, now: float) -> None:
         """Run on_close (AWP_ACTION=expire) for every open whose lifetime is over."""

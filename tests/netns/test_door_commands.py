@@ -69,7 +69,7 @@ def marker_lines(out: Path) -> list[str]:
         return []
 
 
-def wait_marker(out: Path, pattern: str, timeout: float = 10.0) -> str:
+def wait_marker(out: Path, pattern: str, timeout: float = 10.0, log=None) -> str:
     regex = re.compile(pattern)
     found: list[str] = []
 
@@ -80,7 +80,8 @@ def wait_marker(out: Path, pattern: str, timeout: float = 10.0) -> str:
     try:
         wait_for(seen, timeout, f"marker /{pattern}/")
     except RuntimeError:
-        raise AssertionError(f"no marker /{pattern}/ within {timeout}s: {marker_lines(out)}") from None
+        raise AssertionError(f"no marker /{pattern}/ within {timeout}s: {marker_lines(out)}; log:\n"
+                             f"{log.text()[-3000:] if log else ''}") from None
     return found[0]
 
 
@@ -148,7 +149,7 @@ def test_advanced_door_commands_on_open_and_close(lab, servers, backend, scripts
     lab.server.serve_tcp(PORT)
     r = knock_sh(c1, dst, OPEN, "--wait", str(PORT))
     assert r.returncode == 0, r.stderr
-    assert wait_marker(scripts["out"], r"^open ") == f"open {c1.ip4} {PORT} {PORT} advanced {NOBODY.pw_uid}"
+    assert wait_marker(scripts["out"], r"^open ", log=srv.log) == f"open {c1.ip4} {PORT} {PORT} advanced {NOBODY.pw_uid}"
     assert (scripts["out"] / "marker").stat().st_uid == NOBODY.pw_uid
     knock_sh(c1, dst, CLOSE)
     assert wait_marker(scripts["out"], r"^close ") == f"close {c1.ip4} {PORT} {PORT} advanced {NOBODY.pw_uid}"

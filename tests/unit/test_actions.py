@@ -187,3 +187,14 @@ def test_a_running_job_does_not_absorb_a_new_one(tmp_path):
         assert len(wait_done(runner, 2)) == 2
     finally:
         runner.stop()
+
+
+def test_a_worker_survives_a_job_it_cannot_run(caplog):
+    runner = CommandRunner(workers=1)
+    try:
+        runner.submit(Job(Command(("/bin/true",), ME, 1.0), "22", "open", object(), 22, "advanced"))  # not a str
+        runner.submit(job(["/bin/true"], action="close"))
+        done = wait_done(runner, 2)
+        assert [o.exit for _, o in done] == [None, 0]
+    finally:
+        runner.stop()

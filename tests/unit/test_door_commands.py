@@ -76,7 +76,7 @@ def test_open_close_and_expire_become_jobs():
     runner = FakeRunner()
     commands = DoorCommands(config(DOORS), runner)
     commands(decision(2222, "open", expires=600))
-    commands(decision(2222, "close", t=NOW + 5))
+    commands(decision(2222, "close", t=NOW + 5, src=ipaddress.ip_address(SRC)))  # as the listener has it
     commands(decision(22, "open", mode="simple", expires=30, src="198.18.1.3"))
     commands(decision(80, "open", mode="simple"))  # no commands
     commands(decision(2222, "reject"))
