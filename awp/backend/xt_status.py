@@ -12,12 +12,15 @@ from awp.model import Config
 def inspect(backend, config: Config, lists: RecentLists | None = None) -> Inspection:
     sources = door_sources(config, lists or RecentLists(), kernel_clock())
     totals: dict[int, tuple[int, int]] = {}
+    door_of = {p: d.port for d in (*config.active_simple, *config.active_advanced) for p in config.door_ports(d.port)}
     for table in backend.tables:
         for port, c in door_counters(table).items():
+            port = door_of.get(port, port)  # a door's other ports count for the door
             accepted, dropped = totals.get(port, (0, 0))
             totals[port] = (accepted + c.accepted, dropped + c.dropped)
     plan = backend.plan(config)
-    differs = tuple(f"IPv{p.table.family}" for p in plan.steps if p.changed)
+    differs = tuple(f"IPv{p.table.family}" + ("" if p.table.table == "filter" else f" {p.table.table}")
+                    for p in plan.steps if p.changed)
     return Inspection(backend.name, tuple(sources), totals, {}, not differs, differs)
 
 

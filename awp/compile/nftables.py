@@ -39,6 +39,8 @@ ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 REFUSED = ("refused_progress", "refused_open")  # named counters: a full set refused an entry
 KNOCK_UDP_LENGTH = "72-73"  # UDP header + 64 hex bytes + an optional 65th byte
 NFLOG_SNAPLEN = 256
+NAT_PRIORITY = "dstnat"
+EXTRA_PER_RULE = 16  # open<f> updates per rule for the extra ports of a door
 MISFIT_RATE = "limit rate 20/second burst 40 packets"
 OPEN_LOG_RATE = "limit rate 10/minute burst 20 packets"
 
@@ -61,7 +63,8 @@ class NftSet:
 class NftChain:
     name: str
     rules: tuple[str, ...]
-    base: bool = False  # the one base chain, hooked at input
+    base: bool = False  # the entry chain, hooked at input
+    hook: str = ""  # another base chain's declaration: "type nat hook prerouting priority dstnat"
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ def compile_nft(config: Config) -> NftRuleset:
 
 def _with_digest(ruleset: NftRuleset) -> NftRuleset:
     text = "\n".join([*(s.declaration() for s in ruleset.sets), *ruleset.counters, *ruleset.flush_sets,
-                      *(f"{c.name} {c.base} {r}" for c in ruleset.chains for r in c.rules)])
+                      *(f"{c.name} {c.base}{' ' + c.hook if c.hook else ''} {r}"
+                        for c in ruleset.chains for r in c.rules)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     entry, *rest = ruleset.chains
     tagged = (*entry.rules[:-1], f'{entry.rules[-1]} comment "{DIGEST_TAG}{digest}"')
@@ -149,7 +153,11 @@ class _Builder:
         # what every packet to a knock port or a closed protected port gets, whatever it holds:
         # what an unused port of this host answers (FW_PORTKNOCK_STEALTH)
         reject = self.s.stealth == "reject"
-        self.deny = "reject with tcp reset" if reject else "drop"
+        # UDP knocks (2002/udp): the knock chains see both protocols, so they read the port
+        # as `th dport`, and a rejecting deny picks the answer by protocol in chain `deny`
+        self.udp = any(d.udp for d in simple)
+        self.dport = "th dport" if self.udp else "tcp dport"
+        self.deny = ("goto deny" if self.udp else "reject with tcp reset") if reject else "drop"
         self.deny_udp = "reject with icmpx port-unreachable" if reject else "drop"
 
     def chains(self) -> tuple[NftChain, ...]:
@@ -157,16 +165,21 @@ class _Builder:
         in a few milliseconds, but a plain set of as many ports is some 30 times slower."""
         entry = [] if self.s.ipv6 else ["meta nfproto ipv6 return"]
         if self.simple:
-            entry.append(f"tcp dport {vmap({k: 'knock' for d in self.simple for k in d.knocks})}")
+            for proto in ("tcp", "udp"):
+                knocks = {k: "knock" for d in self.simple for k in d.knocks if d.proto(k) == proto}
+                if knocks:
+                    entry.append(f"{proto} dport {vmap(knocks)}")
             # any other SYN from a source mid-sequence (a protected port too) resets it
             entry += [f"{SYN} {ADDR[f][0]} saddr @progress{f} jump forget" for f in self.families]
             self._simple_chains()
-        protected = sorted({d.port for d in self.simple} | {d.port for d in self.advanced})
-        self._protected(protected)
-        entry.append(f"tcp dport {vmap({p: 'protected' for p in protected})}")
+        doors = sorted({d.port for d in self.simple} | {d.port for d in self.advanced})
+        self._protected(doors)
+        ports = [p for door in doors for p in self.config.door_ports(door)]
+        entry.append(f"tcp dport {vmap({p: 'protected' for p in ports})}")
         if self.advanced:
             entry.append(f"udp dport {vmap({d.knock_port: 'knock_udp' for d in self.advanced})}")
             self._knock_udp()
+        self._forward()
         return (NftChain("input", tuple(entry), True), *sorted(self.out, key=lambda c: c.name))
 
     def _add(self, name: str, *rules: str) -> str:
@@ -185,7 +198,12 @@ class _Builder:
         # positions beyond the longest door are read by no rule, and expire within a step
         forget += [r for k in range(1, longest) for r in self._each(f"delete @{pos_set(k, '$f')} {{ $a saddr }}")]
         self._add("forget", *forget)
-        self._add("knock", *self._each(f"{SYN} $a saddr @progress$f goto mid"), "goto idle")
+        steps = self._each(f"{SYN} $a saddr @progress$f goto mid")
+        if self.udp:  # every datagram to a UDP knock port is a step
+            steps += self._each("meta l4proto udp $a saddr @progress$f goto mid")
+        self._add("knock", *steps, "goto idle")
+        if self.deny == "goto deny":
+            self._add("deny", "meta l4proto tcp reject with tcp reset", self.deny_udp)
         self._mid()
         self._idle()
         self._start()
@@ -205,7 +223,7 @@ class _Builder:
                       for d in self.simple if len(d.knocks) > 1})
         rules = self._each("meta mark set $a saddr map @progress$f")
         if where:
-            rules.append(f"meta mark . tcp dport {vmap(where)}")
+            rules.append(f"meta mark . {self.dport} {vmap(where)}")
         self._add("mid", *rules, "jump forget", "goto idle")
 
     def _at(self, m: int) -> None:
@@ -234,14 +252,14 @@ class _Builder:
         ids = {k: door_id(d.port) for k, d in (*firsts.items(), *seconds.items())}
         targets = {**{k: "first" for k in firsts}, **{k: "second" for k in seconds}}
         self._add("idle", f"{SYN.replace('==', '!=')} {self.deny}",
-                  f"meta mark set tcp dport map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
-                  f"tcp dport {vmap(targets)}", self.deny)
+                  f"meta mark set {self.dport} map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
+                  f"{self.dport} {vmap(targets)}", self.deny)
         if seconds:
             self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), self.deny)
         rules = self._each(f"$a saddr . meta mark @scan$f {self.deny}")
         single = [f"{door_id(d.port)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
         if single:
-            rules.append(f"meta mark . tcp dport {anon(single)} goto complete")
+            rules.append(f"meta mark . {self.dport} {anon(single)} goto complete")
         self._add("first", *rules, "goto start")
 
     def _start(self) -> None:
@@ -259,29 +277,75 @@ class _Builder:
         opening to the listener through NFLOG, prefix "awp-open <port>"."""
         ends = [f"{door_id(d.port)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
         back = [f"{d.port} : {d.knocks[-1]}" for d in self.simple]
-        rules = [f"tcp dport set meta mark . tcp dport map {anon(ends)}", "jump forget"]
-        rules += self._each(f"update @open$f {{ $a saddr . tcp dport timeout {self.s.open_window}s }} meta mark set 0x1")
+        protos = ("tcp", "udp") if self.udp else ("tcp",)
+        rules = [f"{p} dport set meta mark . {p} dport map {anon(ends)}" for p in protos]
+        rules.append("jump forget")
+        rules += self._each(f"update @open$f {{ $a saddr . {self.dport} timeout {self.s.open_window}s }} "
+                            "meta mark set 0x1")
         if self.s.kernel_log:
             rules.append(f'meta mark 0x1 {OPEN_LOG_RATE} log prefix "awp open "')
+        rules += self._open_extra_ports()
         rules += [f'meta mark 0x1 th dport {port} log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN} '
                   f'prefix "{OPEN_NFLOG_PREFIX}{port}"' for port in commanded_simple_ports(self.config)]
-        rules += [f"tcp dport set tcp dport map {anon(back)}", f"meta mark != 0x1 counter name refused_open {self.deny}"]
+        rules += [f"{p} dport set {p} dport map {anon(back)}" for p in protos]
+        rules.append(f"meta mark != 0x1 counter name refused_open {self.deny}")
         self._add("complete", *rules, self.deny)
+
+    def _open_extra_ports(self) -> list[str]:
+        """A door with more ports (portknock-doors) opens each of them too: nft cannot look up
+        `saddr . <constant>` in a set, so each port gets its own open<f> element."""
+        rules = []
+        for door in self.simple:
+            extra = [p for p in self.config.door_ports(door.port) if p != door.port]
+            for i in range(0, len(extra), EXTRA_PER_RULE):
+                for f in self.families:
+                    a = ADDR[f][0]
+                    adds = " ".join(f"update @open{f} {{ {a} saddr . {p} timeout {self.s.open_window}s }}"
+                                    for p in extra[i:i + EXTRA_PER_RULE])
+                    rules.append(f"meta mark 0x1 {self.dport} {door.port} {adds}")
+        return rules
 
     # --- protected ports and advanced knock ports -----------------------------------------
 
-    def _protected(self, ports: list[int]) -> None:
+    def _protected(self, doors: list[int]) -> None:
+        """Every port of every door (its own and those of portknock-doors); the counters of a
+        door count all of its ports."""
         rules = ["ct state established,related accept"]
         for family in self.families:
             nets = [str(n) for n in self.s.allow if n.version == family]
             if nets:
                 rules.append(f"{ADDR[family][0]} saddr {anon(nets)} accept")
-        let_in = "counter name tcp dport map " + anon(f'{p} : "in_{p}"' for p in ports)
+        ports = sorted((p, door) for door in doors for p in self.config.door_ports(door))
+        let_in = "counter name tcp dport map " + anon(f'{p} : "in_{door}"' for p, door in ports)
         for kind, doors in (("open", self.simple), ("grant", self.advanced)):
             if doors:
                 rules += self._each(f"{SYN} ct state new $a saddr . tcp dport @{kind}$f {let_in} accept")
-        dropped = "counter name tcp dport map " + anon(f'{p} : "drop_{p}"' for p in ports)
+        dropped = "counter name tcp dport map " + anon(f'{p} : "drop_{door}"' for p, door in ports)
         self._add("protected", *rules, f"{dropped} {self.deny}")
+
+    def _forward(self) -> None:
+        """Doors with `forward` (portknock-doors): the knocker's new connections to the door's
+        port are sent on to the inner host, unchanged in source (no masquerade: the inner
+        host routes back through this one); everyone else still meets the protected chain."""
+        dnat, accept = [], []
+        for kind, doors in (("open", self.simple), ("grant", self.advanced)):
+            for door in doors:
+                options = self.config.options_for(door.port)
+                if options is None or options.forward is None:
+                    continue
+                for family, target in ((4, options.forward), (6, options.forward6)):
+                    if target is None or family not in self.families:
+                        continue
+                    a = ADDR[family][0]
+                    dnat.append(f"tcp dport {door.port} {SYN} {a} saddr . tcp dport @{kind}{family} "
+                                f'counter name "in_{door.port}" dnat {a} to {target}')
+                    accept.append(f"meta l4proto tcp ct status dnat ct original proto-dst {door.port} "
+                                  f"ct reply {a} saddr {target.address} ct reply proto-src {target.port} accept")
+        if dnat:
+            self.out.append(NftChain("dnat", tuple(dnat), hook=f"type nat hook prerouting priority {NAT_PRIORITY}; "
+                                                                "policy accept;"))
+            self.out.append(NftChain("forward", tuple(dict.fromkeys(accept)),
+                                     hook=f"type filter hook forward priority {PRIORITY}; policy accept;"))
 
     def _knock_udp(self) -> None:
         log = f"log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN}"
