@@ -121,9 +121,12 @@ def test_sequence_opens_a_simple_door_and_wait_confirms(lab, servers, backend):
 
 
 def test_simple_door_commands_run_as_nobody_on_open_and_expiry(lab, servers, backend, scripts):
+    """The door's last knock is a UDP datagram (2002/udp syntax): the NFLOG hand-over reads
+    the protected port whatever the protocol of the knock."""
     c1 = lab.clients[0]
     dst = lab.server_ip4(c1)
-    srv = servers(lab, advanced_list=None, simple_list=SIMPLE_DOOR, advanced="no", simple="yes",
+    udp_door = f"{SIMPLE_PORT}:{SEQ[0]},{SEQ[1]},{SEQ[2]}/udp\n"
+    srv = servers(lab, advanced_list=None, simple_list=udp_door, advanced="no", simple="yes",
                   FW_PORTKNOCK_STEP_TIMEOUT="10", FW_PORTKNOCK_OPEN_WINDOW="4")
     with_doors(srv, f"[{SIMPLE_PORT}]\non_open = {scripts['marker']}\non_close = {scripts['marker']}\n")
     check = srv.awp("check")
@@ -131,8 +134,9 @@ def test_simple_door_commands_run_as_nobody_on_open_and_expiry(lab, servers, bac
     srv.start()  # no advanced door: the listener runs for the command
     lab.server.serve_tcp(SIMPLE_PORT)
     mark = srv.log.mark()
-    assert awp_knock(c1, "--sequence", ",".join(map(str, SEQ)), dst, "--wait", str(SIMPLE_PORT)).returncode == 0
-    line = wait_marker(scripts["out"], r"^open ")
+    knocked = awp_knock(c1, "--sequence", f"{SEQ[0]},{SEQ[1]},{SEQ[2]}/udp", dst, "--wait", str(SIMPLE_PORT))
+    assert knocked.returncode == 0, knocked.stderr
+    line = wait_marker(scripts["out"], r"^open ", log=srv.log)
     assert line == f"open {c1.ip4} 22 22 simple {NOBODY.pw_uid}"
     assert (scripts["out"] / "marker").stat().st_uid == NOBODY.pw_uid
     srv.log.wait(rf"command door=22 action=open src={re.escape(c1.ip4)} .*user=nobody .*exit=0 duration_ms=\d+",
