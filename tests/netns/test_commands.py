@@ -127,3 +127,4 @@ def _sleepers(src: str) -> list[int]:
                 found.append(int(p.name))
     return found
 
+
