@@ -94,6 +94,7 @@ class CommandRunner:
         self.clock = clock
         self.pending: OrderedDict[tuple, Job] = OrderedDict()
         self.counts = {"queued": 0, "coalesced": 0, "dropped": 0}
+        self.runs = 0  # jobs run (started or not), since the start
         self.reported = dict(self.counts)
         self.last_summary = clock()
         self.done: list[tuple[Job, Outcome]] = []  # the last few runs, for tests and status
@@ -175,6 +176,7 @@ class CommandRunner:
                 log_outcome(job, outcome)
             with self._cond:
                 self.done = (self.done + [(job, outcome)])[-100:]
+                self.runs += 1
 
 
 # --- one run -------------------------------------------------------------------------------
