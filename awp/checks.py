@@ -307,3 +307,54 @@ def listener_notes(config: Config) -> list[str]:
     return [f"simple door {port} has commands (portknock-doors): the listener runs for it, "
             "and awp -s -f starts it" for port in commanded_simple_ports(config)]
 
+
+# --- where a forwarding door sends its knockers (portknock-doors `forward`) -------------------
+
+
+def route_kind(address, runner=None) -> str:
+    """"local" (an address of this host), "none" (no route) or "route", as `ip route get`
+    says in this network namespace; "unknown" where `ip` cannot tell."""
+    from awp.backend.runner import run
+    from awp.errors import EnvironmentProblem
+
+    try:
+        result = (runner or run)(["ip", "-j", "route", "get", str(address)])
+    except EnvironmentProblem:
+        return "unknown"
+    if result.returncode != 0:
+        return "none" if "unreachable" in result.stderr.lower() else "unknown"
+    try:
+        import json
+        routes = json.loads(result.stdout or "[]")
+    except ValueError:
+        return "unknown"
+    if any(r.get("type") in ("local", "broadcast", "multicast") for r in routes):
+        return "local"
+    return "route" if routes else "none"
+
+
+def check_forwards(config: Config, route=route_kind) -> list[Finding]:
+    """Refuse a forward to an address of this host (that is a local port, not an inner host)
+    or to one no route reaches; `route(address)` says which (I/O: not in the parser)."""
+    active = {d.port for d in (*config.active_simple, *config.active_advanced)}
+    found = []
+    for options in config.options:
+        if options.port not in active:
+            continue
+        for key in ("forward", "forward6"):
+            target = getattr(options, key)
+            if target is None:
+                continue
+            where = options.origin_of(key)
+            kind = route(target.address)
+            if kind == "local":
+                raise ConfigError(f"[{options.port}] {key}: {target.address} is an address of this host; a forward "
+                                  "goes to another (inner) host, a local port needs no forward",
+                                  path=where.path, line=where.line)
+            if kind == "none":
+                raise ConfigError(f"[{options.port}] {key}: no route to {target.address} (ip route get); the "
+                                  "inner host must be reachable from this host", path=where.path, line=where.line)
+            if kind == "unknown":
+                found.append(Finding(where, f"[{options.port}] {key}: cannot tell whether {target.address} is "
+                                            "reachable (ip route get failed)"))
+    return found

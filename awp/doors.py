@@ -69,6 +69,7 @@ class _Lines:
 
     def __init__(self, lines: list[str], path: str):
         self.path = path
+        self.text = lines
         self.keys: dict[tuple[str | None, str], int] = {}
         self.sections: dict[str, int] = {}
         section = None
@@ -121,9 +122,6 @@ def _door(name: str, section, where: _Lines) -> DoorOptions:
         raise where.error(name, "forward6", "forward6 needs forward (the IPv4 inner host) as well")
     if options.forwarded and len(options.all_ports) > 1:
         raise where.error(name, "ports", "a forwarded door has one port; give the other ports their own doors")
-    for key in ("on_open", "on_close"):
-        if key in values and not values[key].strip():
-            raise where.error(name, key, "is empty")
     return options
 
 
@@ -209,9 +207,14 @@ def _endpoint(value: str | None, version: int, field: _Field) -> Endpoint | None
 
 
 def _command(value: str | None, field: _Field) -> tuple[str, ...]:
-    """argv for execve: shlex words, never a shell; the program is an absolute path."""
+    """argv for execve: shlex words, never a shell; the program is an absolute path. configobj
+    ends the value at a '#' even inside quotes, so a command line may hold none."""
     if value is None:
         return ()
+    line = field.where.line(field.section, field.key)
+    if line and "#" in field.where.text[line - 1].split("=", 1)[1]:
+        raise field.error("a command line cannot hold # (it begins a comment, even in quotes); "
+                          "put a comment on a line of its own")
     try:
         argv = tuple(shlex.split(value, comments=False, posix=True))
     except ValueError as exc:

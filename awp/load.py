@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from awp.checks import Finding, check_config, listening_sockets
+from awp.checks import Finding, check_config, check_forwards, listening_sockets
 from awp.doors import load_door_options
 from awp.lists import load_advanced, load_simple
 from awp.model import Config
@@ -22,4 +22,7 @@ def load_config(root: Root) -> Config:
 
 def load_and_check(root: Root) -> tuple[Config, list[Finding]]:
     config = load_config(root)
-    return config, check_config(config, listening_sockets())
+    findings = check_config(config, listening_sockets())
+    if any(o.forwarded for o in config.options):
+        findings = [*check_forwards(config), *findings]
+    return config, findings

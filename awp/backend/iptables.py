@@ -108,6 +108,9 @@ class IptablesBackend:
             log.info("loaded backend=%s family=ipv%d table=%s chains=%d digest=%s", self.name, p.table.family,
                      p.table.table, len(p.desired.chains), p.desired.tag or "none")
             done.append(p)
+        for p in todo:  # the nat table awp made for a forward goes with the last forward
+            if p.table.table == "nat" and not p.desired.chains:
+                p.table.drop_if_empty()
 
     def rollback(self, plan: Plan) -> None:
         _roll_back([p for p in plan.steps if p.changed])

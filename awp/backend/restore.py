@@ -59,16 +59,22 @@ class IptablesTable:
         """Put awp's part of the table back as in `snapshot`. On nf_tables, a filter table that
         did not exist before (awp's load created it) is deleted again if nothing else is in it."""
         self.load(rollback_text(snapshot, self.state(), self.table))
-        if self.table == "filter" and self.variant == "nft" and "*filter" not in snapshot \
-                and _empty_table(self.snapshot()):
-            family = "ip" if self.family == 4 else "ip6"
-            try:
-                result = self.runner(["nft", "delete", "table", family, "filter"])
-            except EnvironmentProblem as exc:  # iptables-nft does not need the nft program
-                log.warning("could not delete the empty %s filter table: %s", family, exc)
-                return
-            if result.returncode != 0:
-                log.warning("could not delete the empty %s filter table: %s", family, _first(result.stderr))
+        if f"*{self.table}" not in snapshot:
+            self.drop_if_empty()
+
+    def drop_if_empty(self) -> None:
+        """On nf_tables, delete this table if it holds nothing at all (awp's load made it): the
+        nat table after the last forwarding door went, or a filter table a rollback emptied."""
+        if self.variant != "nft" or not _empty_table(self.snapshot(), self.table):
+            return
+        family = "ip" if self.family == 4 else "ip6"
+        try:
+            result = self.runner(["nft", "delete", "table", family, self.table])
+        except EnvironmentProblem as exc:  # iptables-nft does not need the nft program
+            log.warning("could not delete the empty %s %s table: %s", family, self.table, exc)
+            return
+        if result.returncode != 0:
+            log.warning("could not delete the empty %s %s table: %s", family, self.table, _first(result.stderr))
 
     def test(self, text: str) -> None:
         self._restore(["--test", "--noflush", "--wait"], text, "validating")
@@ -114,12 +120,15 @@ def filter_section(save: str, table: str = "filter") -> str:
     return "".join(lines[start:end + 1])
 
 
-def _empty_table(save: str) -> bool:
-    """Only the three built-in chains, policy ACCEPT, and no rule at all."""
+BUILTIN = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
+
+
+def _empty_table(save: str, table: str = "filter") -> bool:
+    """Only the built-in chains, policy ACCEPT, and no rule at all."""
     lines = [l for l in save.splitlines() if l and not l.startswith("#")]
     chains = {l.split()[0][1:]: l.split()[1] for l in lines if l.startswith(":")}
     rules = [l for l in lines if l.startswith("-")]
-    return not rules and chains == {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}
+    return not rules and chains == {name: "ACCEPT" for name in BUILTIN[table]}
 
 
 def _awp_chains(save: str):

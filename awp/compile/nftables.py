@@ -342,9 +342,9 @@ class _Builder:
                     accept.append(f"meta l4proto tcp ct status dnat ct original proto-dst {door.port} "
                                   f"ct reply {a} saddr {target.address} ct reply proto-src {target.port} accept")
         if dnat:
-            self.out.append(NftChain("dnat", tuple(dnat), hook=f"type nat hook prerouting priority {NAT_PRIORITY}; "
+            self.out.append(NftChain("door_dnat", tuple(dnat), hook=f"type nat hook prerouting priority {NAT_PRIORITY}; "
                                                                 "policy accept;"))
-            self.out.append(NftChain("forward", tuple(dict.fromkeys(accept)),
+            self.out.append(NftChain("door_forward", tuple(dict.fromkeys(accept)),
                                      hook=f"type filter hook forward priority {PRIORITY}; policy accept;"))
 
     def _knock_udp(self) -> None:

@@ -7,7 +7,10 @@ import ipaddress
 
 import pytest
 
-from awp.checks import check_config
+from awp.backend.runner import Result
+from awp.checks import check_config, check_forwards, route_kind
+from awp.compile import KernelState, compile_family, compile_nat, render_restore
+from awp.compile.nftables import compile_nft
 from awp.doors import load_door_options, parse_door_options
 from awp.errors import ConfigError
 from awp.lists import parse_advanced, parse_simple
@@ -76,6 +79,8 @@ BAD = [
     pytest.param("[22]\non_open = logger hi\n", 2, ["[22] on_open", "absolute path"], id="relative-program"),
     pytest.param("[22]\non_open = /usr/bin/logger 'hi\n", 2, ["[22] on_open", "cannot split"], id="bad-quote"),
     pytest.param("[22]\non_close = ''\n", 2, ["[22] on_close", "empty"], id="empty-command"),
+    pytest.param("[22]\non_open = /usr/bin/logger 'a # b'\n", 2, ["[22] on_open", "cannot hold #"], id="hash-in-command"),
+    pytest.param("[22]\non_open = /bin/true # why\n", 2, ["[22] on_open", "cannot hold #"], id="comment-after-command"),
     pytest.param("[22]\nrun_as = root\n", 2, ["[22] run_as", "never run as root"], id="root"),
     pytest.param("[22]\nrun_as = Bad User\n", 2, ["[22] run_as", "not a user name"], id="bad-user"),
     pytest.param("[22]\ntimeout = 0\n", 2, ["[22] timeout", "1-300"], id="timeout-0"),
@@ -190,3 +195,88 @@ def test_load_config_reads_it(tmp_path):
     cfg = load_config(root)
     assert cfg.door_ports(22) == (22, 443)
     assert cfg.options_for(22).describe() == "ports 22,443"
+
+
+# --- forward: the check step (I/O through an injected route lookup) ---------------------------
+
+
+
+def forwarding(line: str = "forward = 198.18.2.2:22") -> Config:
+    return config("22:7001,7003,7002\n", "", f"[22]\n{line}\n")
+
+
+@pytest.mark.parametrize("kind, words", [("local", ["address of this host"]), ("none", ["no route to 198.18.2.2"])])
+def test_forward_refused_by_the_route_check(kind, words):
+    with pytest.raises(ConfigError) as info:
+        check_forwards(forwarding(), route=lambda address: kind)
+    assert (info.value.path, info.value.line) == (PATH, 2)
+    for word in ["[22] forward", *words]:
+        assert word in str(info.value)
+
+
+def test_forward_with_a_route_passes_and_unknown_warns():
+    assert check_forwards(forwarding(), route=lambda address: "route") == []
+    (warning,) = check_forwards(forwarding(), route=lambda address: "unknown")
+    assert "cannot tell" in warning.message and warning.origin.line == 2
+
+
+def test_route_kind_reads_ip_route_get():
+    seen = []
+
+    def runner(answer, rc=0, err=""):
+        def run(argv, stdin=None):
+            seen.append(argv)
+            return Result(rc, answer, err)
+        return run
+
+    assert route_kind("198.18.1.1", runner('[{"type":"local","dst":"198.18.1.1","dev":"lo"}]')) == "local"
+    assert route_kind("198.18.2.2", runner('[{"dst":"198.18.2.2","dev":"eth1"}]')) == "route"
+    assert route_kind("198.19.9.9", runner("", 2, "RTNETLINK answers: Network is unreachable")) == "none"
+    assert seen[0] == ["ip", "-j", "route", "get", "198.18.1.1"]
+
+
+# --- the compilers, by hand (the golden files pin the whole text) -----------------------------
+
+
+
+def rules_nft(cfg: Config) -> dict[str, tuple[str, ...]]:
+    return {c.name: c.rules for c in compile_nft(cfg).chains}
+
+
+def test_no_options_file_changes_nothing():
+    plain = Config(ON, parse_simple("22:7001,7003,7002\n", "simple"))
+    empty = Config(ON, plain.simple, (), parse_door_options("# nothing\n", PATH))
+    assert compile_nft(plain) == compile_nft(empty)
+    assert compile_family(plain, 4) == compile_family(empty, 4)
+    assert not compile_nat(plain, 4).chains
+
+
+def test_extra_ports_reach_the_door_lists():
+    cfg = config("22:7001,7003,7002\n", "", "[22]\nports = 443\n")
+    chains = rules_nft(cfg)
+    assert any("443 : goto protected" in r for r in chains["input"])
+    assert "meta mark 0x1 tcp dport 22 update @open4 { ip saddr . 443 timeout 30s }" in chains["complete"]
+    ipt = render_restore(compile_family(cfg, 4), KernelState())
+    assert "-A AWP-I443 -p tcp --syn -m conntrack --ctstate NEW -m recent --name awp22-open" in ipt
+
+
+def test_forward_rules_name_the_knocker_only():
+    cfg = config("2222:7001,7003,7002\n", "", "[2222]\nforward = 198.18.2.2:22\n")
+    (dnat,) = rules_nft(cfg)["door_dnat"]
+    assert dnat.startswith("tcp dport 2222 ") and "ip saddr . tcp dport @open4" in dnat
+    assert dnat.endswith("dnat ip to 198.18.2.2:22") and "masquerade" not in dnat
+    nat = render_restore(compile_nat(cfg, 4), KernelState())
+    assert "--dport 2222 -m recent --name awp2222-open --rcheck --seconds 30 -j DNAT --to-destination 198.18.2.2:22" in nat
+    assert "-I PREROUTING 1 -j AWP-PREROUTING" in nat and "MASQUERADE" not in nat
+    assert not compile_nat(cfg, 6).chains, "no forward6: nothing in the IPv6 nat table"
+    assert "-I FORWARD 1 -j AWP-FORWARD" in render_restore(compile_family(cfg, 4), KernelState())
+
+
+def test_udp_knock_is_not_a_tcp_knock():
+    cfg = Config(ON, parse_simple("22:7001/udp,7003,7002/udp\n", "simple"))
+    entry = rules_nft(cfg)["input"]
+    assert "tcp dport vmap { 7003 : goto knock }" in entry
+    assert "udp dport vmap { 7001 : goto knock, 7002 : goto knock }" in entry
+    ipt = render_restore(compile_family(cfg, 4), KernelState())
+    assert "-A AWP-UDP -p udp -m udp --dport 7001 -g AWP-U7001" in ipt
+    assert "--dport 7001 -g AWP-I7001" not in ipt
