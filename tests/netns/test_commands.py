@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from advanced_helpers import CLOSE, OPEN, PORT, knock_sh, servers  # noqa: F401  (servers: a fixture)
+from advanced_helpers import CLOSE, KNOCK_PORT, KNOCK_SH, OPEN, PORT, knock_sh, servers  # noqa: F401  (servers: a fixture)
 from commands_helpers import (NOBODY, SEQ, SIMPLE_DOOR, SIMPLE_PORT, _plain_environment, awp_knock,  # noqa: F401
                               scripts, wait_marker, with_doors)
 from harness import wait_for
@@ -42,9 +42,9 @@ def test_sequence_opens_a_simple_door_and_wait_confirms(lab, servers, backend):
     good = awp_knock(c1, "--sequence", ",".join(map(str, SEQ)), "--delay", "50", dst, "--wait", str(SIMPLE_PORT))
     assert good.returncode == 0, good.stderr
     assert "answers" in good.stdout
-    six = awp_knock(c1, "--sequence", ",".join(map(str, SEQ)), lab.server_ip6(c1),
-                    "--wait", str(SIMPLE_PORT), "--wait-timeout", "2")
-    assert six.returncode == 8  # no IPv6 service: the door opened, nothing answers; bound kept
+    lab.server.serve_tcp(SIMPLE_PORT, 6)
+    six = awp_knock(c2, "--sequence", ",".join(map(str, SEQ)), lab.server_ip6(c2), "--wait", str(SIMPLE_PORT))
+    assert six.returncode == 0, six.stderr  # over IPv6 (c2's out-of-order knocks were IPv4)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -81,6 +81,10 @@ def test_advanced_door_commands_on_open_and_close(lab, servers, backend, scripts
     with_doors(srv, f"[{PORT}]\non_open = {scripts['marker']} ignored-arg\non_close = {scripts['marker']}\n")
     srv.start()
     lab.server.serve_tcp(PORT)
+    t0 = time.monotonic()
+    wrong = c1.run(["bash", KNOCK_SH, "-W", "3", dst, KNOCK_PORT, "not-the-secret", "--wait", PORT], check=False)
+    assert wrong.returncode == 1 and "did not answer within 3 s after 3 knock(s)" in wrong.stderr, wrong.stderr
+    assert time.monotonic() - t0 < 10
     r = knock_sh(c1, dst, OPEN, "--wait", str(PORT))
     assert r.returncode == 0, r.stderr
     assert wait_marker(scripts["out"], r"^open ", log=srv.log) == f"open {c1.ip4} {PORT} {PORT} advanced {NOBODY.pw_uid}"
