@@ -44,7 +44,8 @@ class Listener:
     def configure(self, config: Config) -> None:
         self.config = config
         self.doors = {d.knock_port: d for d in config.active_advanced}
-        self.commanded = {d.port: d for d in config.active_simple if d.port in commanded_simple_ports(config)}
+        commanded = set(commanded_simple_ports(config))  # simple doors whose opening NFLOG hands over
+        self.commanded = {d.port: d for d in config.active_simple if d.port in commanded}
 
     def handle(self, packet: Packet, now: float) -> Verdict | None:
         if packet.prefix:  # a simple door's sequence completed, seen by the kernel
