@@ -79,7 +79,7 @@ class Job:
 class Outcome:
     exit: int | None  # None when killed or not started
     duration_ms: int
-    killed: str = ""  # "timeout" if the group was killed
+    killed: str = ""  # "timeout" if the group was killed, "signal-N" if a signal ended it
     error: str = ""  # why it could not start
     output_bytes: int = 0
     last_line: str = ""
@@ -95,6 +95,7 @@ class CommandRunner:
         self.pending: OrderedDict[tuple, Job] = OrderedDict()
         self.counts = {"queued": 0, "coalesced": 0, "dropped": 0}
         self.runs = 0  # jobs run (started or not), since the start
+        self.running: set[subprocess.Popen] = set()  # their process groups die with stop()
         self.reported = dict(self.counts)
         self.last_summary = clock()
         self.done: list[tuple[Job, Outcome]] = []  # the last few runs, for tests and status
@@ -124,9 +125,9 @@ class CommandRunner:
             self.counts[result] += 1
         return result
 
-    def stop(self, wait: float = 5.0) -> None:
-        """No new runs start; running ones get up to `wait` seconds (their own timeouts
-        still apply); then the summary line."""
+    def stop(self, wait: float = 3.0) -> None:
+        """No new runs start (waiting jobs are forgotten); running ones get up to `wait`
+        seconds, then their process groups are killed; then the summary line."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -134,6 +135,14 @@ class CommandRunner:
         for t in self._threads:
             if t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            left = list(self.running)
+        for proc in left:
+            log.warning("command pid=%d still running at stop: killing its process group", proc.pid)
+            _kill_group(proc)
+        for t in self._threads:
+            if t.is_alive():
+                t.join(1.0)
         self.summary(force=True)
 
     def summary(self, force: bool = False) -> None:
@@ -150,6 +159,10 @@ class CommandRunner:
             pending = len(self.pending)
         log.warning("commands summary queued=%d coalesced=%d dropped=%d pending=%d max_pending=%d",
                     new["queued"], new["coalesced"], new["dropped"], pending, self.max_pending)
+
+    def _started(self, proc: subprocess.Popen | None, done: bool = False) -> None:
+        with self._cond:
+            (self.running.discard if done else self.running.add)(proc)
 
     def _take(self) -> Job | None:
         with self._cond:
@@ -168,7 +181,7 @@ class CommandRunner:
             if job is None:
                 continue
             try:
-                outcome = run(job, self.clock)
+                outcome = run(job, self.clock, self._started)
             except Exception as exc:  # a bug here must not end the worker
                 log.exception("command door=%s action=%s src=%s not run", job.door, job.action, job.src)
                 outcome = Outcome(None, 0, error=exc.__class__.__name__.lower())
@@ -199,7 +212,9 @@ def identity(name: str) -> tuple[pwd.struct_passwd, dict]:
     return user, {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": groups}
 
 
-def run(job: Job, clock: Callable[[], float] = time.monotonic) -> Outcome:
+def run(job: Job, clock: Callable[[], float] = time.monotonic, started=None) -> Outcome:
+    """Run one job to its end or its timeout; `started(proc)` and `started(proc, done=True)`
+    bracket the child's life (the runner kills what is left at stop)."""
     start = clock()
     cmd = job.command
     try:
@@ -212,8 +227,16 @@ def run(job: Job, clock: Callable[[], float] = time.monotonic) -> Outcome:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or exc.__class__.__name__
         return Outcome(None, _ms(clock() - start), error=str(reason).replace(" ", "-").lower())
-    size, last, killed = _drain(proc, cmd.timeout)
-    code = proc.wait()
+    if started:
+        started(proc)
+    try:
+        size, last, killed = _drain(proc, cmd.timeout)
+        code = proc.wait()
+        if code < 0 and not killed:  # a signal: at stop, or from elsewhere
+            killed = f"signal-{-code}"
+    finally:
+        if started:
+            started(proc, done=True)
     return Outcome(None if killed else code, _ms(clock() - start), killed, "", size, last)
 
 

@@ -198,3 +198,18 @@ def test_a_worker_survives_a_job_it_cannot_run(caplog):
         assert [o.exit for _, o in done] == [None, 0]
     finally:
         runner.stop()
+
+
+def test_stop_kills_what_still_runs(tmp_path):
+    pidfile = tmp_path / "pid"
+    prog = script(tmp_path, "long.sh", f'echo $$ > "{pidfile}"\nexec sleep 30\n')
+    runner = CommandRunner(workers=1)
+    runner.submit(job([prog], timeout=60))
+    deadline = time.monotonic() + 5
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    runner.stop(wait=0.2)
+    assert time.monotonic() - t0 < 3
+    assert not alive(int(pidfile.read_text()))
+    assert runner.done[-1][1].killed == "signal-9"
