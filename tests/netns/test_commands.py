@@ -18,6 +18,7 @@ from advanced_helpers import CLOSE, KNOCK_PORT, KNOCK_SH, OPEN, PORT, knock_sh, 
 from commands_helpers import (NOBODY, SEQ, SIMPLE_DOOR, SIMPLE_PORT, _plain_environment, awp_knock,  # noqa: F401
                               scripts, wait_marker, with_doors)
 from harness import wait_for
+from views import on_every_backend
 
 pytestmark = pytest.mark.netns
 
@@ -50,6 +51,7 @@ def test_sequence_opens_a_simple_door_and_wait_confirms(lab, servers, backend):
 # --- commands ------------------------------------------------------------------------------
 
 
+@on_every_backend
 def test_simple_door_commands_run_as_nobody_on_open_and_expiry(lab, servers, backend, scripts):
     """The door's last knock is a UDP datagram (2002/udp syntax): the NFLOG hand-over reads
     the protected port whatever the protocol of the knock."""
