@@ -106,6 +106,11 @@ def _settings_warnings(config: Config) -> list[Finding]:
         if nets and list(ipaddress.collapse_addresses(nets)) == [ipaddress.ip_network(everyone)]:
             found.append(Finding(None, f"FW_PORTKNOCK_ALLOW covers every IPv{version} address ({everyone}): "
                                        f"every door is open to all of IPv{version}, knock or not"))
+    s = config.settings
+    if s.ban and s.enabled and not s.allow:
+        found.append(Finding(None, "FW_PORTKNOCK_BAN is on and FW_PORTKNOCK_ALLOW is empty: anyone who sends "
+                                   "failed knocks with your address as their source can bar you from every "
+                                   "knock port; put your management network in FW_PORTKNOCK_ALLOW (awp(8), BAN)"))
     return found
 
 
@@ -133,6 +138,28 @@ def _secret_warnings(config: Config) -> list[Finding]:
                 found.append(Finding(door.origin, f"door {door.port}: {_short_secret(field, size)}"))
             if config.settings.pknock_compat and size > PKNOCK_SECRET_MAX:
                 found.append(Finding(door.origin, f"door {door.port}: {_long_for_pknock(field, size)}"))
+    return found + _reused_secrets(config)
+
+
+def _reused_secrets(config: Config) -> list[Finding]:
+    """A secret used in two places (two doors, or one door's open and another's close): a
+    knock made for one opens or closes the other too, and one leak costs both. Compared by
+    digest, so no secret is kept or shown; the warning names both places."""
+    import hashlib
+
+    first: dict[bytes, tuple[AdvancedDoor, str]] = {}
+    found = []
+    for door in config.active_advanced:
+        for field, secret in _secrets(door):
+            key = hashlib.sha256(secret.value).digest()
+            if key in first:
+                other, other_field = first[key]
+                found.append(Finding(door.origin, f"door {door.port}: {field} is the same as the {other_field} "
+                                                  f"of door {other.port} ({other.origin}): a knock for one door "
+                                                  "works on the other, and one leak opens both; give every door "
+                                                  "its own secrets (awp secret)"))
+            else:
+                first[key] = (door, field)
     return found
 
 

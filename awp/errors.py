@@ -47,6 +47,14 @@ class ApplyError(AwpError):
     exit_code = 4
 
 
+class ConfirmPending(ApplyError):
+    """An `awp -s -f --confirm` waits for `awp confirm`; another apply is refused meanwhile."""
+
+
+class NothingToConfirm(UsageError):
+    """`awp confirm` with no `awp -s -f --confirm` pending."""
+
+
 class LockoutRefused(AwpError):
     """The apply would close the admin's own SSH port to them; --force overrides."""
 

@@ -148,6 +148,11 @@ class Settings:
     kernel_log: bool = True
     stealth: str = "auto"  # auto, drop or reject: what knock and closed protected ports answer
     pknock_compat: bool = False
+    syslog: bool = False  # advanced mode: the listener's lines to syslog too (authpriv)
+    ban: bool = False  # bar a source that fails ban_after times within ban_window s, for ban_time s
+    ban_after: int = 5
+    ban_window: int = 60
+    ban_time: int = 600
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ _KEYS = {
     "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
     "FW_PORTKNOCK_STEALTH": "stealth",
     "FW_PORTKNOCK_PKNOCK_COMPAT": "pknock_compat",
+    "FW_PORTKNOCK_SYSLOG": "syslog",
+    "FW_PORTKNOCK_BAN": "ban",
+    "FW_PORTKNOCK_BAN_AFTER": "ban_after",
+    "FW_PORTKNOCK_BAN_WINDOW": "ban_window",
+    "FW_PORTKNOCK_BAN_TIME": "ban_time",
 }
 
 

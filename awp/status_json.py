@@ -24,14 +24,18 @@ def status_document(st) -> dict:
         "backend": seen.backend,
         "doors": sorted(doors, key=lambda d: d["port"]),
         "sources": [{"port": s.port, "source": s.source, "state": _state(s.state), "step": _step(s.state),
+                     "by": s.state.partition(" by ")[2] or None,
                      "seconds_left": s.seconds_left} for s in seen.sources],
         "refused": dict(seen.refused),
         "kernel_matches_config": seen.matches,
         "differs": list(seen.differs),
         "listener": {"running": st.listener_pid is not None, "pid": st.listener_pid,
                      "supervisor_pid": st.supervisor_pid,
-                     "replay_cache": (st.listener_state or {}).get("replay_cache")},
+                     "replay_cache": (st.listener_state or {}).get("replay_cache"),
+                     "decisions": (st.listener_state or {}).get("decisions")},
         "elsewhere": list(st.elsewhere),
+        "ban": _ban(config.settings, seen),
+        "confirm": _confirm(getattr(st, "confirm", None)),
     }
 
 
@@ -51,8 +55,25 @@ def _options(options) -> dict:
             "run_as": options.run_as, "timeout": options.timeout, "defined_at": str(options.origin)}
 
 
+def _ban(s, seen) -> dict:
+    """FW_PORTKNOCK_BAN: its settings, the banned sources and the kernel's counters (None: off)."""
+    counters = seen.ban_counters
+    return {"enabled": s.ban, "after": s.ban_after, "window": s.ban_window, "time": s.ban_time,
+            "banned": [{"source": src, "seconds_left": left} for src, left in seen.banned],
+            "dropped": counters.get("dropped") if s.ban else None,
+            "kernel_bans": counters.get("kernel_bans") if s.ban else None}
+
+
+def _confirm(state: dict | None) -> dict | None:
+    """A pending awp -s -f --confirm (awp(8), CONFIRM OR ROLL BACK), or None."""
+    if state is None:
+        return None
+    return {"applied_at": state.get("applied_at"), "seconds_left": state.get("seconds_left"),
+            "timer_running": bool(state.get("timer_pid"))}
+
+
 def _state(label: str) -> str:
-    return "knocking" if label.startswith("knocking") else label
+    return "knocking" if label.startswith("knocking") else label.partition(" by ")[0]
 
 
 def _step(label: str) -> list[int] | None:

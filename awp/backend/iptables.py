@@ -119,6 +119,10 @@ class IptablesBackend:
         from awp.backend.recent import RecentGrants
         return RecentGrants(config)
 
+    def bans(self, config: Config):
+        from awp.backend.xt_bans import RecentBans
+        return RecentBans(config)
+
     def advice(self, config: Config) -> list[str]:
         """Other nftables tables apply beside iptables too (iptables-nft's own filter tables,
         where awp's ACCEPT is final for the table, are left out)."""

@@ -24,6 +24,8 @@ class NftGrants:
     """A grant to a door with more ports (portknock-doors) is one element per port: nft looks
     up `saddr . dport` only; list() shows the door's own port."""
 
+    ttl_per_grant = True  # each element has its own timeout: `awp grant --for` works
+
     def __init__(self, backend, config=None):
         self.backend = backend
         self.config = config

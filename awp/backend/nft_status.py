@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from awp.backend import Inspection, SourceState
+from awp.backend.nft_bans import ban_status
 from awp.compile.nftables import pos_set
 from awp.model import Config
 
@@ -31,4 +32,4 @@ def inspect(backend, config: Config) -> Inspection:
     refused = {name.removeprefix("refused_"): counters.get(name, 0) for name in ("refused_progress", "refused_open")}
     plan = backend.plan(config)
     return Inspection(backend.name, tuple(sorted(sources, key=lambda s: (s.port, s.source))), doors, refused,
-                      not plan.changed, ("inet awp table",) if plan.changed else ())
+                      not plan.changed, ("inet awp table",) if plan.changed else (), **ban_status(backend, config))

@@ -198,6 +198,10 @@ class NftablesBackend:
         from awp.backend.nft_grants import NftGrants
         return NftGrants(self, config)
 
+    def bans(self, config: Config):
+        from awp.backend.nft_bans import NftBans
+        return NftBans(self)
+
     def inspect(self, config: Config) -> Inspection:
         from awp.backend.nft_status import inspect
         return inspect(self, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from awp.backend import Inspection, SourceState
 from awp.backend.counters import door_counters
 from awp.backend.recent import KernelClock, RecentLists, kernel_clock
+from awp.backend.xt_bans import ban_status
 from awp.compile.iptables import DOOR_BITS, door_bit_list, grant_list, open_list, shared_stage_list
 from awp.model import Config
 
@@ -21,7 +22,8 @@ def inspect(backend, config: Config, lists: RecentLists | None = None) -> Inspec
     plan = backend.plan(config)
     differs = tuple(f"IPv{p.table.family}" + ("" if p.table.table == "filter" else f" {p.table.table}")
                     for p in plan.steps if p.changed)
-    return Inspection(backend.name, tuple(sources), totals, {}, not differs, differs)
+    return Inspection(backend.name, tuple(sources), totals, {}, not differs, differs,
+                      **ban_status(backend, config, lists))
 
 
 def door_sources(config: Config, lists: RecentLists, clock: KernelClock) -> list[SourceState]:

@@ -14,6 +14,8 @@ from awp.compile.tree import port_tree
 from awp.model import AdvancedDoor, Config, SimpleDoor, commanded_simple_ports
 
 PROG = "awp-prog"
+BAN = "awp-ban"  # FW_PORTKNOCK_BAN: sources barred from every knock port (--seconds BAN_TIME)
+FAIL = "awp-fail"  # failed simple knocks, counted with --hitcount BAN_AFTER --seconds BAN_WINDOW
 KNOCK_LOG_LIMIT = ("-m", "limit", "--limit", "10/min", "--limit-burst", "20")
 NFLOG_COPY = 256
 # What `-m length` compares for a knock datagram, with 64 or 65 bytes of payload: IPv4, the
@@ -131,6 +133,8 @@ class _Builder:
         forward = forward_chain(self.config, self.family)
         if forward:
             self.out.append(forward)
+        if self.s.ban:
+            self._ban_chains()
         return (Chain(ENTRY, tuple(entry)), *sorted(self.out, key=lambda c: c.name))
 
     # --- trees -------------------------------------------------------------------------
@@ -149,16 +153,16 @@ class _Builder:
         leaves: dict[int, Callable[[], tuple[Rule, ...]]] = {}
         for door in self.simple:
             if door.proto(door.knocks[0]) == proto:
-                leaves[door.knocks[0]] = lambda d=door: self._first_knock_leaf(d)
+                leaves[door.knocks[0]] = lambda d=door: (*self._banned(), *self._first_knock_leaf(d))
             if len(door.knocks) > 1 and door.proto(door.knocks[1]) == proto:
-                leaves[door.knocks[1]] = lambda p=door.port: self._second_knock_leaf(p, proto)
+                leaves[door.knocks[1]] = lambda p=door.port: (*self._banned(), *self._second_knock_leaf(p, proto))
             for knock in door.knocks[2:]:
                 if door.proto(knock) == proto:
-                    leaves[knock] = lambda: (self._deny(proto),)
+                    leaves[knock] = lambda: (*self._banned(), self._deny(proto))
         return leaves
 
     def _udp_tree(self) -> str:
-        leaves = {d.knock_port: lambda: self._knock_udp_leaf() for d in self.advanced}
+        leaves = {d.knock_port: lambda: (*self._banned(), *self._knock_udp_leaf()) for d in self.advanced}
         leaves.update(self._idle_knock_leaves("udp"))
         return self._tree("AWP-UDP", "udp", "AWP-U", leaves)
 
@@ -178,7 +182,10 @@ class _Builder:
         leaves, udp_leaves = {}, {}
         for door in self.simple:
             for m, knock in enumerate(door.knocks, start=1):
-                (udp_leaves if knock in door.udp else leaves)[knock] = lambda d=door, m=m: self._progress_leaf(d, m)
+                if knock in door.udp:  # its leaf counts a failure itself, before it resets
+                    udp_leaves[knock] = lambda d=door, m=m: (*self._banned(), *self._progress_leaf(d, m))
+                else:
+                    leaves[knock] = lambda d=door, m=m: (*self._banned(), *self._progress_leaf(d, m), *self._failed())
                 self.out.append(Chain(self._advance_name(door, m), self._advance(door, m)))
         self._tree("AWP-PTREE", "tcp", "AWP-P", leaves)
         if udp_leaves:
@@ -198,14 +205,18 @@ class _Builder:
         """Start the sequence, unless the source hit a second knock out of turn lately."""
         proto = door.proto(door.knocks[0])
         step = self._step(proto)
-        return (self._rule(*step, *self._fresh(scan_list(door.port)), *self._deny_target(proto)),
+        scanned = (*step, *self._fresh(scan_list(door.port)))
+        failed = (self._rule(*scanned, "-j", "AWP-FAIL"),) if self.s.ban else ()
+        return (*failed, self._rule(*scanned, *self._deny_target(proto)),
                 self._rule(*step, "-g", self._advance_name(door, 1)), self._deny(proto))
 
     def _second_knock_leaf(self, port: int, proto: str = "tcp") -> tuple[Rule, ...]:
         """A second knock from a source that did not just knock the first is what port scans
         (and their reordered retries) do: such a source may not start this door for a step
         timeout, so no retry order can complete it."""
-        return (self._rule(*self._step(proto), *_recent(scan_list(port), "--set")), self._deny(proto))
+        step = self._step(proto)
+        return (self._rule(*step, *_recent(scan_list(port), "--set")),
+                *((self._rule(*step, "-j", "AWP-FAIL"),) if self.s.ban else ()), self._deny(proto))
 
     @staticmethod
     def _step(proto: str) -> tuple[str, ...]:
@@ -222,7 +233,7 @@ class _Builder:
             rules.append(self._rule(*self._reject_proto(proto), *self._at_stage(door, m),
                                     *self._deny_target(proto)))
         if proto == "udp":  # not a step of the source's door: reset, then as a source not mid-sequence
-            rules += [self._rule("-j", "AWP-RESET"), self._rule("-g", f"AWP-U{door.knocks[m - 1]}")]
+            rules += [*self._failed(), self._rule("-j", "AWP-RESET"), self._rule("-g", f"AWP-U{door.knocks[m - 1]}")]
         return tuple(rules)
 
     def _at_stage(self, door: SimpleDoor, stage: int) -> tuple[str, ...]:
@@ -255,6 +266,36 @@ class _Builder:
                 rules.append(self._rule("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-prefix",
                                         f"awp-open {door.port}", "--nflog-size", str(NFLOG_COPY)))
         return (*rules, self._deny(door.proto(door.knocks[m - 1])))
+
+    # --- FW_PORTKNOCK_BAN ---------------------------------------------------------------
+
+    def _banned(self) -> tuple[Rule, ...]:
+        """First in every knock port's leaf: AWP-BAN denies a banned source's packet."""
+        return (self._rule("-j", "AWP-BAN"),) if self.s.ban else ()
+
+    def _failed(self) -> tuple[Rule, ...]:
+        """After the rules of a mid-sequence knock port's leaf: the knock did not fit, the
+        sequence is about to be reset; that is a failure."""
+        return (self._rule("-j", "AWP-FAIL"),) if self.s.ban else ()
+
+    def _ban_chains(self) -> None:
+        """AWP-BAN: a source of the allowlist returns, a banned one gets what every knock gets
+        (the rules' packet counters are what awp status shows). AWP-FAIL: one failure more;
+        the BAN_AFTER-th within BAN_WINDOW seconds bans (AWP-BAN-ADD: the rule's counter is the
+        number of bans the kernel made) and forgets the failures."""
+        s = self.s
+        spare = tuple(self._rule("-s", str(net), "-j", "RETURN") for net in s.allow if net.version == self.family)
+        banned = _recent(BAN, "--rcheck", "--seconds", str(s.ban_time))
+        protos = ("tcp", "udp") if s.stealth == "reject" else (None,)
+        checks = tuple(self._rule(*(("-p", p) if p else ()), *banned, *self._deny_target(p or "tcp")) for p in protos)
+        self.out.append(Chain("AWP-BAN", (*spare, *checks)))
+        if not self.simple:
+            return
+        count = _recent(FAIL, "--rcheck", "--seconds", str(s.ban_window), "--hitcount", str(s.ban_after))
+        self.out.append(Chain("AWP-FAIL", (*spare, self._rule(*_recent(FAIL, "--set")),
+                                           self._rule(*count, "-j", "AWP-BAN-ADD"))))
+        self.out.append(Chain("AWP-BAN-ADD", (self._rule(*_recent(FAIL, "--remove")),
+                                              self._rule(*_recent(BAN, "--set")))))
 
     # --- protected ports and advanced knock ports ---------------------------------------
 

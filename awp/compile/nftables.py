@@ -12,6 +12,8 @@ Per-source state (family f = 4 or 6, each a set or map of that family's addresse
     scan<f>      addr . mark       hit a door's second knock out of turn: (src, door id)
     open<f>      addr . port       completed a simple door (open window)
     grant<f>     addr . port       advanced-mode grant, written by the listener (autoclose)
+    ban<f>       addr              barred from every knock port (FW_PORTKNOCK_BAN only)
+    fail<f>      addr              failed simple knocks, a packet limit per element (ban only)
 
 Every entry has the step timeout, the open window or autoclose as its own timeout. nft cannot
 compare a map lookup's result with anything, so the knock-port chains copy the door's id
@@ -37,6 +39,7 @@ DIGEST_TAG = "awp:digest="
 SYN = "tcp flags & (fin | syn | rst | ack) == syn"
 ADDR = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 REFUSED = ("refused_progress", "refused_open")  # named counters: a full set refused an entry
+BAN_COUNTERS = ("ban_dropped", "bans")  # packets from banned sources denied; bans the kernel made
 KNOCK_UDP_LENGTH = "72-73"  # UDP header + 64 hex bytes + an optional 65th byte
 NFLOG_SNAPLEN = 256
 NAT_PRIORITY = "dstnat"
@@ -93,6 +96,12 @@ def state_sets(size: int, positions: int) -> tuple[NftSet, ...]:
     return tuple(found)
 
 
+def ban_sets(size: int) -> tuple[NftSet, ...]:
+    """FW_PORTKNOCK_BAN only: the banned sources, and the simple-mode failures being counted."""
+    return tuple(NftSet(f"{kind}{family}", addr, size) for family, (_, addr) in ADDR.items()
+                 for kind in ("ban", "fail"))
+
+
 def pos_set(k: int, family: int) -> str:
     """Sources that have done k knocks of the door progress<f> names."""
     return f"pos{k}_{family}"
@@ -112,6 +121,9 @@ def compile_nft(config: Config) -> NftRuleset:
     sets = state_sets(config.settings.set_size, MAX_KNOCKS - 1)  # all: a door change keeps them
     flush = tuple(s.name for s in sets if (not advanced if s.name.startswith("grant") else not simple))
     counters = (*REFUSED, *door_counters(config))
+    if config.settings.ban:
+        sets += ban_sets(config.settings.set_size)
+        counters += BAN_COUNTERS
     return _with_digest(NftRuleset(sets, counters, chains, None, flush))
 
 
@@ -201,7 +213,7 @@ class _Builder:
         steps = self._each(f"{SYN} $a saddr @progress$f goto mid")
         if self.udp:  # every datagram to a UDP knock port is a step
             steps += self._each("meta l4proto udp $a saddr @progress$f goto mid")
-        self._add("knock", *steps, "goto idle")
+        self._add("knock", *self._banned(self.deny), *steps, "goto idle")
         if self.deny == "goto deny":
             self._add("deny", "meta l4proto tcp reject with tcp reset", self.deny_udp)
         self._mid()
@@ -211,8 +223,10 @@ class _Builder:
             self._at(m)
         for m in sorted({len(d.knocks) for d in self.simple} - {1}):
             self._add(f"last_{m}", *self._each(f"$a saddr @{pos_set(m - 1, '$f')} goto complete"),
-                      "jump forget", "goto idle")
+                      *self._failed(), "jump forget", "goto idle")
         self._complete()
+        if self.s.ban:
+            self._fail()
 
     def _mid(self) -> None:
         """A SYN to a knock port from a source mid-sequence: `meta mark` := its door; the
@@ -224,7 +238,7 @@ class _Builder:
         rules = self._each("meta mark set $a saddr map @progress$f")
         if where:
             rules.append(f"meta mark . {self.dport} {vmap(where)}")
-        self._add("mid", *rules, "jump forget", "goto idle")
+        self._add("mid", *rules, *self._failed(), "jump forget", "goto idle")
 
     def _at(self, m: int) -> None:
         """Knock m of the source's door, not its last: a retransmit of it changes nothing; after
@@ -240,7 +254,7 @@ class _Builder:
                 f"add @{pos_set(m, '$f')} {{ $a saddr timeout {step}s }} delete @{pos_set(m - 1, '$f')} {{ $a saddr }} "
                 f"update @progress$f {{ $a saddr timeout {step}s : meta mark }} {self.deny}"),
                 f"counter name refused_progress {self.deny}")
-        self._add(f"at_{m}", *rules, "jump forget", "goto idle")
+        self._add(f"at_{m}", *rules, *self._failed(), "jump forget", "goto idle")
 
     def _idle(self) -> None:
         """A knock port from a source not mid-sequence: the door's first knock starts it, its
@@ -255,8 +269,10 @@ class _Builder:
                   f"meta mark set {self.dport} map {anon(f'{k} : {v}' for k, v in sorted(ids.items()))}",
                   f"{self.dport} {vmap(targets)}", self.deny)
         if seconds:
-            self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"), self.deny)
-        rules = self._each(f"$a saddr . meta mark @scan$f {self.deny}")
+            self._add("second", *self._each(f"update @scan$f {{ $a saddr . meta mark timeout {step}s }}"),
+                      *self._failed(), self.deny)
+        rules = self._each("$a saddr . meta mark @scan$f jump fail") if self.s.ban else []
+        rules += self._each(f"$a saddr . meta mark @scan$f {self.deny}")
         single = [f"{door_id(d.port)} . {d.knocks[0]}" for d in self.simple if len(d.knocks) == 1]
         if single:
             rules.append(f"meta mark . {self.dport} {anon(single)} goto complete")
@@ -350,7 +366,40 @@ class _Builder:
     def _knock_udp(self) -> None:
         log = f"log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN}"
         deny = self.deny_udp
-        self._add("knock_udp", f"udp length {KNOCK_UDP_LENGTH} {log} {deny}", f"{MISFIT_RATE} {log} {deny}", deny)
+        self._add("knock_udp", *self._banned(deny), f"udp length {KNOCK_UDP_LENGTH} {log} {deny}", f"{MISFIT_RATE} {log} {deny}", deny)
+
+
+    # --- FW_PORTKNOCK_BAN -------------------------------------------------------------------
+
+    def _banned(self, deny: str) -> list[str]:
+        """First on every knock port: a banned source gets what every knock gets, and nothing
+        else happens (no progress, no NFLOG). A source of the allowlist never is (even one
+        banned before it was added)."""
+        if not self.s.ban:
+            return []
+        rules = []
+        for family in self.families:
+            nets = [str(n) for n in self.s.allow if n.version == family]
+            spare = f" {ADDR[family][0]} saddr != {anon(nets)}" if nets else ""
+            rules.append(f"{ADDR[family][0]} saddr @ban{family}{spare} counter name ban_dropped {deny}")
+        return rules
+
+    def _failed(self) -> list[str]:
+        return ["jump fail"] if self.s.ban else []
+
+    def _fail(self) -> None:
+        """A failed simple knock (it resets a sequence, or trips the scan guard). The element
+        of fail<f> lives FW_PORTKNOCK_BAN_WINDOW seconds from the source's first failure (`add`
+        never refreshes it), and its packet limit lets BAN_AFTER - 1 failures through: the
+        refill, 1 a week, adds less than one in a window of at most a day. The BAN_AFTER-th
+        failure goes over the limit and the rest of the rule runs: ban, forget, count."""
+        s = self.s
+        rules = [f"{ADDR[f][0]} saddr {anon(str(n) for n in s.allow if n.version == f)} return"
+                 for f in self.families if any(n.version == f for n in s.allow)]
+        rules += self._each(f"add @fail$f {{ $a saddr timeout {s.ban_window}s limit rate over 1/week burst "
+                            f"{s.ban_after - 1} packets }} add @ban$f {{ $a saddr timeout {s.ban_time}s }} "
+                            "delete @fail$f { $a saddr } counter name bans")
+        self._add("fail", *rules)
 
 
 def door_counters(config: Config) -> tuple[str, ...]:

@@ -29,6 +29,8 @@ MAX_TRACKED = 100_000  # opens remembered for their expiry; beyond, an expiry is
 
 
 class DoorCommands:
+    simple_opens = True  # the listener hands it the simple doors' opens (NFLOG "awp-open PORT")
+
     def __init__(self, config: Config, runner: CommandRunner):
         self.runner = runner
         self.opens: dict[tuple[int, str], tuple[float, str]] = {}  # (door, src) -> (deadline, mode)

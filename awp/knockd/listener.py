@@ -12,16 +12,20 @@ import logging
 import os
 import signal
 import time
+from functools import partial
 
 from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
 from awp.knockd.actions import CommandRunner
+from awp.knockd.ban import ban_observer
 from awp.knockd.commands import DoorCommands
 from awp.knockd.control import take_pidfile
+from awp.knockd import events
+from awp.knockd.decisionlog import DecisionCounters, DecisionLog
 from awp.knockd.events import Decision, Observer, notify
+from awp.knockd.logdest import use_settings
 from awp.knockd.nflog import NflogSocket, Packet
-from awp.knockd.ratelog import RateLimitedLog
 from awp.knockd.replay import ReplayCache
 from awp.knockd.verify import SKEW, Verdict, check, explain
 from awp.load import load_config
@@ -38,7 +42,6 @@ class Listener:
         self.grants = grants
         self.replay = replay
         self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
-        self.rejects = RateLimitedLog(log)
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -54,10 +57,10 @@ class Listener:
         minute = otp.minute_of(now)
         verdict = check(packet, self.doors, self.replay, minute)
         if verdict.action == "reject":
-            self._log_reject(packet, verdict, minute)
             port = verdict.door.port if verdict.door else None
+            why = partial(explain, verdict, packet, minute) if verdict.reason == "bad-mac" else None
             notify(self.observers, Decision(now, packet.src, packet.dport, port, "advanced", "reject",
-                                            verdict.reason, verdict.mac_prefix))
+                                            verdict.reason, verdict.mac_prefix, explain=why))
             return verdict
         self._remember(verdict, minute)
         action, expires = self._grant(packet, verdict)
@@ -70,8 +73,11 @@ class Listener:
         if door is None:
             log.debug("simple open of a door without commands port=%d src=%s", packet.dport, packet.src)
             return
-        notify(self.observers, Decision(now, str(packet.src), door.knocks[-1], door.port, "simple", "open", "ok",
-                                        expires_in=self.config.settings.open_window))
+        # the kernel decided (its "awp open" LOG line is the log): only the observers that ask
+        # for simple opens (door commands) get them, not the knock log or its counters
+        wanting = [o for o in self.observers if getattr(o, "simple_opens", False)]
+        notify(wanting, Decision(now, str(packet.src), door.knocks[-1], door.port, "simple", "open", "ok",
+                                 expires_in=self.config.settings.open_window))
 
     def _remember(self, verdict: Verdict, minute: int) -> None:
         try:
@@ -85,23 +91,10 @@ class Listener:
         if verdict.action == "open":
             expires = self.config.settings.autoclose
             self.grants.open(door.port, packet.src, expires)
-            log.info("knock accepted action=open port=%d knock_port=%d src=%s expires_in=%ds mac=%s",
-                     door.port, door.knock_port, packet.src, expires, verdict.mac_prefix)
             return "open", expires
         if self.grants.close(door.port, packet.src):
-            log.info("knock accepted action=close port=%d knock_port=%d src=%s mac=%s",
-                     door.port, door.knock_port, packet.src, verdict.mac_prefix)
             return "close", None
-        log.info("knock nothing to close port=%d knock_port=%d src=%s mac=%s",
-                 door.port, door.knock_port, packet.src, verdict.mac_prefix)
         return "nothing-to-close", None
-
-    def _log_reject(self, packet: Packet, verdict: Verdict, minute: int) -> None:
-        if not self.rejects.allow():
-            return
-        port = verdict.door.port if verdict.door else "-"
-        log.warning("knock rejected reason=%s port=%s knock_port=%d src=%s mac=%s",
-                    explain(verdict, packet, minute), port, packet.dport, packet.src, verdict.mac_prefix or "-")
 
 
 def run_listener(root: Root) -> int:
@@ -114,8 +107,12 @@ def run_listener(root: Root) -> int:
     config = load_config(root)
     grants = select(config.settings.backend).grants(config)
     replay = open_replay_cache(root, config, grants, time.time())
+    use_settings(config.settings)
+    decision_log = DecisionLog()  # the log lines (awp.knockd.decisionlog), then the counters
+    listener = Listener(config, grants, replay, [decision_log, DecisionCounters(time.time())])
+    listener.observers.append(ban_observer(lambda: listener.config))  # acts only while FW_PORTKNOCK_BAN is on
     commands = DoorCommands(config, CommandRunner())  # on_open / on_close (awp.knockd.commands)
-    listener = Listener(config, grants, replay, [commands])
+    listener.observers.append(commands)
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
@@ -129,12 +126,11 @@ def run_listener(root: Root) -> int:
                 sock = _reload(root, listener, sock)
             for packet in packets:
                 _handle_one(listener, packet)
-            listener.rejects.flush()
-            commands.tick(time.time())
             beat = _heartbeat(root, lock, listener, beat)
     finally:
         commands.stop()
         sock.close()
+        decision_log.close()  # the summary of the last, short period
         log.info("listener stopped pid=%d", os.getpid())
         os.close(lock)
     return 0
@@ -161,19 +157,21 @@ def open_replay_cache(root: Root, config: Config, grants: Grants, now: float) ->
 
 
 def _heartbeat(root: Root, lock: int, listener: Listener, last: float) -> float:
-    """At most once a second: touch the pidfile (the supervisor watches its age) and write
-    the state `awp status` shows."""
+    """At most once a second: touch the pidfile (the supervisor watches its age), let the
+    observers tick (the log's summary) and write the state `awp status` shows."""
     now = time.time()
     if now - last < 1.0:
         return last
     os.utime(lock)
+    events.tick(listener.observers, now)
     replay = listener.replay
     if replay.floor >= 0 and otp.minute_of(now) > replay.floor + SKEW:
         replay.floor = -1
         log.info("replay cache trusted again: every knock it may have missed has expired")
     state = {"pid": os.getpid(), "heartbeat": int(now),
              "replay_cache": {"trusted": replay.floor < 0, "reason": replay.trust.reason,
-                              "floor_minute": replay.floor if replay.floor >= 0 else None}}
+                              "floor_minute": replay.floor if replay.floor >= 0 else None},
+             **events.state(listener.observers)}
     try:
         write_state(root.listener_state, state)
     except OSError as exc:
@@ -221,6 +219,7 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         if isinstance(observer, DoorCommands):
             observer.configure(config)
     listener.grants = select(config.settings.backend).grants(config)
+    use_settings(config.settings)
     log.info("listener reloaded doors=%d", len(listener.doors))
     if config.settings.nflog_group != old_group:
         sock.close()

@@ -5,6 +5,7 @@ of bad options that leave the running firewall byte-identical."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from advanced_helpers import DOOR as ADV_DOOR, OPEN, PORT as ADV_PORT, knock as adv_knock, wait_connect, refused
 from advanced_helpers import make_server, servers  # noqa: F401  (pytest fixtures)
 from simple_helpers import PORT, SEQ, apply, connects, knock, root_with, serve
-from views import snapshot
+from views import on_every_backend, snapshot
 
 pytestmark = pytest.mark.netns
 
@@ -36,6 +37,7 @@ def write_doors(root: str, text: str) -> None:
 # --- several ports per door ------------------------------------------------------------------
 
 
+@on_every_backend
 def test_simple_door_opens_all_its_ports(lab, tmp_path, backend):
     c1, c2 = lab.clients
     serve(lab)
@@ -98,6 +100,7 @@ def seen_through(lab, client, family: int = 4, tries: int = 3) -> str | None:
     return None
 
 
+@on_every_backend
 def test_forward_after_a_simple_knock(router, tmp_path, backend):
     lab = router
     knocker, inner, stranger = lab.clients
@@ -113,6 +116,11 @@ def test_forward_after_a_simple_knock(router, tmp_path, backend):
     assert stranger.peer_seen(gateway(lab, stranger, 6), GW_PORT, timeout=1.0) is None
     dry = lab.server.awp(["-s", "-f", "--dry-run"], root)
     assert f"# door {GW_PORT}: forward {inner_target(lab)}" in dry.stdout, dry.stdout
+    assert "no change" in dry.stdout, "the kernel holds what the configuration compiles to"
+    doc = json.loads(lab.server.awp(["status", "--json"], root, check=True).stdout)
+    assert doc["kernel_matches_config"], doc["differs"]
+    (door,) = doc["doors"]
+    assert door["options"]["forward"] == inner_target(lab)
 
 
 def test_forward_after_an_advanced_grant(router, servers):
@@ -193,3 +201,41 @@ def test_forward_comes_and_goes_without_a_trace(router, tmp_path, backend):
 
 
 EMPTY_FORWARD = re.compile(r"\n\tchain FORWARD \{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\}\n")
+
+
+@pytest.mark.parametrize("backend", ["iptables-nft", "iptables-legacy"])
+def test_nat_load_failing_after_filter_rolls_back_both_families(lab, tmp_path, backend):
+    """iptables only: a forward adds the nat tables to the transaction, loaded after both filter
+    tables. awp runs in-process, its tools in the server namespace, except the real IPv4 nat
+    load, which fails: the filter tables already loaded must be put back as they were."""
+    from awp.backend.runner import Result
+    from awp.errors import ApplyError
+    from simple_helpers import netns_runner, plan_in
+
+    serve(lab)
+    apply(lab, root_with(tmp_path, backend, f"{PORT}:7481,2203,9127\n"))
+    saved = snapshot(lab.server)
+    seen = []
+
+    def intercept(argv, stdin, real):
+        if argv[0].endswith("-restore") and "--test" not in argv and (stdin or "").startswith("*nat"):
+            seen.append(lab.server.iptables_save(4, backend.removeprefix("iptables-")))
+            return Result(1, "", "injected failure")
+        return real(argv, stdin)
+
+    root = root_with(tmp_path, backend, f"{PORT}:7481,2203,9127\n{GW_PORT}:3301,8808,1207\n")
+    write_doors(root, f"[{GW_PORT}]\nforward = 198.18.2.2:22\n")
+    chosen, plan = plan_in(root, netns_runner(lab.server.name, intercept))
+    with pytest.raises(ApplyError, match="injected failure"):
+        chosen.apply(plan)
+    assert len(seen) == 1 and "AWP-FORWARD" in seen[0], "the filter table was loaded before nat failed"
+    after = snapshot(lab.server)
+    if backend == "iptables-nft":  # the FORWARD jump made iptables-nft's empty FORWARD chain
+        after["nft"] = EMPTY_FORWARD.sub("", after["nft"])
+    else:  # x_tables: the first use (awp's --test) makes the empty nat table, which stays for good
+        after = {view: text.replace(EMPTY_NAT, "") for view, text in after.items()}
+    assert after == saved
+
+
+EMPTY_NAT = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+             ":POSTROUTING ACCEPT [0:0]\nCOMMIT\n")

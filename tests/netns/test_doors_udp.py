@@ -12,6 +12,7 @@ import time
 import pytest
 
 from simple_helpers import PORT, addr, apply, connects, root_with, serve
+from views import on_every_backend
 
 pytestmark = pytest.mark.netns
 
@@ -88,6 +89,7 @@ def test_udp_knocks_over_ipv6(lab, tmp_path, backend):
     assert not connects(lab, c1, 4, expect=False)
 
 
+@on_every_backend
 def test_mixed_udp_and_tcp_knocks_with_retransmits(lab, tmp_path, backend):
     c1 = lab.clients[0]
     serve(lab)

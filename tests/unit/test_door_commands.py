@@ -119,12 +119,19 @@ def open_packet(port=22, src=SRC) -> Packet:
 
 
 def test_listener_turns_a_simple_open_into_a_decision(tmp_path):
-    seen = []
+    class Wants(list):
+        simple_opens = True
+
+        def __call__(self, d):
+            self.append(d)
+
+    seen, others = Wants(), []
     cache = ReplayCache(tmp_path / "replay")
     cache.load()
-    listener = Listener(config(DOORS), FakeGrants(), cache, [seen.append])
+    listener = Listener(config(DOORS), FakeGrants(), cache, [seen, others.append])
     assert listener.handle(open_packet(), NOW) is None
     listener.handle(open_packet(80), NOW)  # no commands: nothing
+    assert others == []  # the knock log and counters never see the kernel's decisions
     d, = seen
     assert (d.port, d.src, d.mode, d.action, d.knock_port, d.expires_in) == (22, SRC, "simple", "open", 9127, 30)
 

@@ -13,10 +13,10 @@ from fakes import FakeGrants
 from pknock_ref import ref_payload
 
 from awp import otp
+from awp.knockd.decisionlog import DecisionLog
 from awp.knockd.replay import ReplayCache
 from awp.knockd.listener import Listener
 from awp.knockd.nflog import Packet
-from awp.knockd.ratelog import RateLimitedLog
 from awp.lists import parse_advanced
 from awp.model import Config, Settings
 
@@ -43,7 +43,7 @@ def grants() -> FakeGrants:
 
 @pytest.fixture
 def listener(tmp_path, grants) -> Listener:
-    return Listener(CONFIG, grants, replay_cache(tmp_path))
+    return Listener(CONFIG, grants, replay_cache(tmp_path), [DecisionLog()])
 
 
 def packet(payload: bytes, src=SRC, dport=2000, length=None) -> Packet:
@@ -79,15 +79,16 @@ def test_close_knock_revokes_the_grant(listener, grants, caplog):
     listener.handle(packet(knock(OPEN)), NOW)
     assert listener.handle(packet(knock(CLOSE)), NOW).action == "close"
     assert grants.calls[-1] == ("close", 2222, SRC) and grants.list() == []
-    assert "knock accepted action=close port=2222 knock_port=2000 src=198.18.1.2" in caplog.text
+    assert ("knock accepted decision=close reason=ok src=198.18.1.2 knock_port=2000 port=2222 mode=advanced "
+            "mac=") in caplog.text
 
 
 def test_close_with_nothing_open_says_so(listener, grants, caplog):
     caplog.set_level(logging.INFO, logger="awp.knockd")
     assert listener.handle(packet(knock(CLOSE)), NOW).action == "close"
     assert grants.calls == [("close", 2222, SRC)]
-    assert "knock nothing to close port=2222 knock_port=2000 src=198.18.1.2" in caplog.text
-    assert "knock accepted action=close" not in caplog.text
+    assert "knock accepted decision=nothing-to-close reason=ok src=198.18.1.2 knock_port=2000 port=2222" in caplog.text
+    assert "decision=close" not in caplog.text
 
 
 @pytest.mark.parametrize("minute_offset", [-1, 0, 1])
@@ -157,9 +158,10 @@ def test_exactly_one_log_line_per_decision(listener, caplog):
     for payload in sent:
         listener.handle(packet(payload), NOW)
     lines = decisions(caplog)
-    assert [line.split(" src=")[0].split(" port=")[0] for line in lines] == [
-        "knock accepted action=open", "knock rejected reason=replay", "knock rejected reason=bad-mac",
-        "knock accepted action=close", "knock nothing to close"]
+    assert [line.split(" src=")[0] for line in lines] == [
+        "knock accepted decision=open reason=ok", "knock rejected decision=reject reason=replay",
+        "knock rejected decision=reject reason=bad-mac", "knock accepted decision=close reason=ok",
+        "knock accepted decision=nothing-to-close reason=ok"]
 
 
 def test_log_lines_name_the_decision_and_never_the_secret(listener, caplog):
@@ -168,17 +170,36 @@ def test_log_lines_name_the_decision_and_never_the_secret(listener, caplog):
     listener.handle(packet(knock(OPEN, MINUTE - 2)), NOW)
     listener.handle(packet(knock("wrongsecret")), NOW)
     text = caplog.text
-    assert "knock accepted action=open port=2222 knock_port=2000 src=198.18.1.2 expires_in=600s" in text
+    mac = knock(OPEN)[:8].decode()
+    assert (f"knock accepted decision=open reason=ok src=198.18.1.2 knock_port=2000 port=2222 mode=advanced "
+            f"mac={mac} expires_in=600") in text
     assert "reason=skew" in text and "reason=bad-mac" in text
     assert OPEN not in text and knock(OPEN)[:64].decode() not in text
 
 
-def test_rejected_lines_are_rate_limited():
-    clock = [0.0]
-    limiter = RateLimitedLog(logging.getLogger("t"), burst=3, period=10.0, clock=lambda: clock[0])
-    assert [limiter.allow() for _ in range(5)] == [True, True, True, False, False]
-    clock[0] = 11.0
-    assert limiter.allow() and limiter.suppressed == 0
+@pytest.mark.parametrize("minutes", [-3, -2, 2, 3])
+def test_skew_is_told_from_a_bad_mac_with_the_offset_in_seconds(listener, caplog, minutes):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    assert listener.handle(packet(knock(OPEN, MINUTE + minutes)), NOW).reason == "bad-mac"  # the verdict
+    (line,) = decisions(caplog)
+    assert f"reason=skew src=198.18.1.2 knock_port=2000 port=2222" in line
+    assert line.endswith(f" offset={minutes * 60:+d}"), line
+
+
+def test_four_minutes_off_is_a_bad_mac(listener, caplog):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    listener.handle(packet(knock(OPEN, MINUTE - 4)), NOW)
+    (line,) = decisions(caplog)
+    assert "reason=bad-mac" in line and "offset=" not in line
+
+
+def test_reject_lines_have_every_key_even_without_a_door_or_mac(listener, caplog):
+    caplog.set_level(logging.INFO, logger="awp.knockd")
+    listener.handle(packet(b"x" * 65, dport=2001, src=SRC6), NOW)
+    listener.handle(packet(b"x" * 65, src=SRC6), NOW)
+    assert decisions(caplog) == [
+        "knock rejected decision=reject reason=unknown-port src=2001:2::7 knock_port=2001 port=- mode=advanced mac=-",
+        "knock rejected decision=reject reason=malformed src=2001:2::7 knock_port=2000 port=2222 mode=advanced mac=-"]
 
 
 def test_observers_get_one_decision_per_packet_and_a_failing_one_is_contained(listener):
