@@ -107,7 +107,7 @@ def test_hanging_and_failing_commands_are_logged_while_knocks_go_on(lab, servers
     # while on_open hangs, the listener takes the next knocks at once
     t0 = time.monotonic()
     assert knock_sh(c2, lab.server_ip4(c2), OPEN, "--wait", str(PORT), "--wait-timeout", "5").returncode == 0
-    srv.log.wait(rf"knock accepted action=open port={PORT} .*src={re.escape(c2.ip4)} ", mark)
+    srv.log.wait(rf"knock accepted decision=open .*src={re.escape(c2.ip4)} .*port={PORT} ", mark)
     assert time.monotonic() - t0 < 3.0, "a knock waited for a hanging command"
     killed = srv.log.wait(rf"command door={PORT} action=open src={re.escape(c1.ip4)} .* killed=timeout "
                           r"duration_ms=(\d+)", mark, timeout=10)
