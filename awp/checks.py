@@ -34,6 +34,7 @@ class Finding:
 def check_config(config: Config, listening: frozenset[tuple[str, int]] = frozenset()) -> list[Finding]:
     """Raise ConfigError for conflicts; return warnings (refused instead when strict)."""
     _refuse_port_conflicts(config)
+    _refuse_bad_commands(config)
     warnings = [*_settings_warnings(config), *_sequence_warnings(config), *_secret_warnings(config),
                 *_listening_warnings(config, listening), *_empty_warnings(config)]
     if warnings and config.settings.strict:
@@ -246,6 +247,92 @@ def parse_proc_net(text: str, state: str) -> set[int]:
         if len(cols) > 3 and cols[3] == state and ":" in cols[1]:
             ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+# --- door commands (on_open, on_close of portknock-doors) ---------------------------------
+
+
+def _refuse_bad_commands(config: Config) -> None:
+    """A door command's program exists, is a file its run_as user may execute, and nobody
+    but root (or that user) can change it or a directory above it; its user exists."""
+    import pwd
+
+    active = {d.port for d in (*config.active_simple, *config.active_advanced)}
+    for options in config.options:
+        if options.port not in active:
+            continue
+        for key in ("on_open", "on_close"):
+            argv = getattr(options, key)
+            if not argv:
+                continue
+            where = options.origin_of(key)
+            try:
+                user = pwd.getpwnam(options.run_as)
+            except KeyError:
+                where = options.origin_of("run_as")
+                raise ConfigError(f"[{options.port}] run_as: no such user {options.run_as!r} on this host",
+                                  path=where.path, line=where.line) from None
+            problem = command_problem(argv[0], user.pw_uid, _groups(user), user.pw_name)
+            if problem:
+                raise ConfigError(f"[{options.port}] {key}: {problem}", path=where.path, line=where.line)
+
+
+def _groups(user) -> frozenset[int]:
+    import os
+
+    return frozenset(os.getgrouplist(user.pw_name, user.pw_gid))
+
+
+def command_problem(program: str, uid: int, gids: frozenset[int], name: str = "") -> str | None:
+    """Why `program` may not be run as uid (None if it may)."""
+    import os
+    import stat
+
+    name = name or f"uid {uid}"
+    try:
+        real = os.path.realpath(program, strict=True)
+        st = os.stat(real)
+    except OSError as exc:
+        return f"{program}: {exc.strerror.lower() if exc.strerror else 'cannot be read'}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{program} is not a regular file"
+    if not _may(st, uid, gids, 0o1):
+        return f"{program} is not executable by user {name}"
+    trusted = (0, uid)
+    if st.st_uid not in trusted:
+        return f"{real} belongs to user {st.st_uid}, who could change it: it must be root's"
+    if st.st_mode & 0o022:
+        return f"{real} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it"
+    parent = os.path.dirname(real)
+    while True:
+        dst = os.stat(parent)
+        if not _may(dst, uid, gids, 0o1):
+            return f"directory {parent} cannot be entered by user {name}, who runs {program}"
+        sticky = dst.st_mode & stat.S_ISVTX
+        if dst.st_uid not in trusted or (dst.st_mode & 0o022 and not sticky):
+            return f"directory {parent} is writable by others: {program} could be replaced"
+        if parent == "/":
+            return None
+        parent = os.path.dirname(parent)
+
+
+def _may(st, uid: int, gids: frozenset[int], bit: int) -> bool:
+    """Whether uid (in gids) has permission `bit` (1 = x) by st's mode; root needs any x bit."""
+    if uid == 0:
+        return bool(st.st_mode & 0o111)
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def listener_notes(config: Config) -> list[str]:
+    """What `awp check` says about the listener beyond advanced mode."""
+    from awp.model import commanded_simple_ports
+
+    return [f"simple door {port} has commands (portknock-doors): the listener runs for it, "
+            "and awp -s -f starts it" for port in commanded_simple_ports(config)]
 
 
 # --- where a forwarding door sends its knockers (portknock-doors `forward`) -------------------

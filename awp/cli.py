@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "remove": "remove every rule and chain awp installed, stop the listener",
                 "knockd": "run the advanced-mode listener in the foreground",
                 "supervise": "run the listener under awp's supervisor (what awp -s -f starts)",
-                "knock": "send an advanced-mode knock (like client/knock.sh)",
+                "knock": "send a knock (advanced: like client/knock.sh; simple: --sequence), optionally --wait",
                 "grant": "open an advanced door for one source by hand (kernel expiry, as a knock)",
                 "revoke": "close a grant (a knock's or a hand grant) for one source",
                 "secret": "print a strong random secret for the advanced list (fits xt_pknock too)",
@@ -80,15 +80,27 @@ def _watch_arguments(status: argparse.ArgumentParser) -> None:
 
 def _knock_arguments(knock: argparse.ArgumentParser) -> None:
     knock.add_argument("destination", help="the server: an IPv4 or IPv6 address or a host name")
-    knock.add_argument("port", help="the door's UDP knock port (1-65535)")
-    knock.add_argument("secret", help='the open or close secret of the door, or "-" to read it from the first '
-                                      "line of standard input (keeps it out of ps and the shell history)")
+    knock.add_argument("port", nargs="?", help="advanced mode: the door's UDP knock port (1-65535)")
+    knock.add_argument("secret", nargs="?", help='advanced mode: the open or close secret of the door, or "-" to '
+                                                 "read it from the first line of standard input (keeps it out "
+                                                 "of ps and the shell history)")
     knock.add_argument("-s", "--source", dest="source_address", metavar="ADDR",
                        help="the address the server sees, when it is not this host's own (behind NAT: "
                             "the public address); default: the source address the kernel picks")
     knock.add_argument("-r", "--repeat", type=int, default=1, metavar="COUNT",
                        help="send the datagram COUNT times (1-5, 0.4 s apart) in case one is lost; "
                             "the server grants once (default: 1)")
+    knock.add_argument("--sequence", metavar="PORTS",
+                       help="simple mode instead: knock these ports in order, e.g. 7001,7003,7002/udp "
+                            "(TCP SYNs; PORT/udp: one UDP datagram)")
+    knock.add_argument("--delay", metavar="MS", type=int, default=100,
+                       help="with --sequence: milliseconds between two knocks (default 100)")
+    knock.add_argument("--wait", metavar="PORT", help="after knocking, try TCP PORT until it answers; exit 0 "
+                                                      "only if it does, 8 if not")
+    knock.add_argument("--wait-timeout", metavar="S", type=float, default=10.0,
+                       help="with --wait: give up after S seconds in all (default 10)")
+    knock.add_argument("--tries", metavar="N", type=int, default=3,
+                       help="with --wait: knock up to N times, spread over the timeout (default 3)")
 
 
 def _grant_arguments(grant: argparse.ArgumentParser, revoke: argparse.ArgumentParser) -> None:
@@ -173,6 +185,10 @@ def cmd_check(root, args) -> int:
     out.print(f"awp: configuration OK: {len(config.active_simple)} simple door(s), "
               f"{len(config.active_advanced)} advanced door(s)"
               + ("" if s.enabled else " (FW_PORTKNOCK is off: nothing would be protected)"), markup=False)
+    from awp.checks import listener_notes
+
+    for note in listener_notes(config):
+        out.print(f"awp: {note}", markup=False)
     return 0
 
 
@@ -265,7 +281,9 @@ def cmd_status(root, args) -> int:
     for name in st.elsewhere:
         err.print(f"awp: warning: the {name} backend still holds awp's rules; awp -s -f or awp remove "
                   "takes them out", style="yellow", markup=False)
-    if config.active_advanced or st.listener_pid:
+    from awp.model import needs_listener
+
+    if needs_listener(config) or st.listener_pid:
         out.print(_listener_line(st), markup=False)
     decisions = (st.listener_state or {}).get("decisions")
     if st.listener_pid and isinstance(decisions, dict):
@@ -402,13 +420,42 @@ def cmd_supervise(root, args) -> int:
 
 
 def cmd_knock(root, args) -> int:
-    from awp.knockd.client import send_knock
+    from awp.knockd import client
+    from awp.lists import parse_port
+    from awp.model import Origin
 
-    secret = sys.stdin.readline().rstrip("\n") if args.secret == "-" else args.secret
-    sent = send_knock(args.destination, args.port, secret, args.source_address, args.repeat)
-    times = f" {args.repeat} times" if args.repeat > 1 else ""
-    out.print(f"awp: knock sent to {sent}{times}", markup=False)
+    port = None
+    if args.wait is not None:
+        try:
+            port = parse_port(args.wait, "--wait port", Origin("command line", 0))
+        except AwpError as exc:
+            raise UsageError(exc.message) from None
+    knock = _sequence_knock(args) if args.sequence is not None else _advanced_knock(args)
+    if port is None:
+        times = f" {args.repeat} times" if args.repeat > 1 else ""
+        out.print(f"awp: knock sent to {knock()}{times}", markup=False)
+        return 0
+    tries = client.knock_and_wait(knock, args.destination, port, args.wait_timeout, args.tries)
+    out.print(f"awp: TCP port {port} of {args.destination} answers (after {tries} knock(s))", markup=False)
     return 0
+
+
+def _sequence_knock(args):
+    from awp.knockd import client
+
+    if args.port is not None or args.source_address or args.repeat != 1:
+        raise UsageError("--sequence takes only the destination (no knock port, secret, --source or --repeat)")
+    steps = client.parse_sequence(args.sequence)
+    return lambda: client.send_sequence(args.destination, steps, args.delay)
+
+
+def _advanced_knock(args):
+    from awp.knockd import client
+
+    if args.port is None or args.secret is None:
+        raise UsageError("an advanced knock needs DST PORT SECRET (or --sequence PORTS for simple mode)")
+    secret = sys.stdin.readline().rstrip("\n") if args.secret == "-" else args.secret
+    return lambda: client.send_knock(args.destination, args.port, secret, args.source_address, args.repeat)
 
 
 def cmd_grant(root, args) -> int:

@@ -184,3 +184,20 @@ class Config:
     def active_advanced(self) -> tuple[AdvancedDoor, ...]:
         s = self.settings
         return self.advanced if (s.enabled and s.advanced) else ()
+
+
+def commanded_simple_ports(config: Config) -> tuple[int, ...]:
+    """Active simple doors with a command (on_open or on_close): their completion is handed
+    to the listener (NFLOG), which runs the commands."""
+    found = []
+    for door in config.active_simple:
+        options = config.options_for(door.port)
+        if options and (options.on_open or options.on_close):
+            found.append(door.port)
+    return tuple(sorted(found))
+
+
+def needs_listener(config: Config) -> bool:
+    """Advanced doors, or simple doors with commands."""
+    return bool(config.active_advanced or commanded_simple_ports(config))
+

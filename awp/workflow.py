@@ -21,7 +21,7 @@ from awp.backend import NAMES, Backend, Inspection, Plan, select
 from awp.errors import ApplyError, AwpError, ConfigError, EnvironmentProblem, ListenerError, LockoutRefused
 from awp.load import load_and_check, load_config
 from awp.lockout import lockout_risk
-from awp.model import Config, Settings
+from awp.model import Config, Settings, needs_listener
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def _sync_listener(root: Root, config: Config, backend: Backend, plan: Plan) -> 
     from awp.knockd import control
 
     try:
-        if config.active_advanced:
+        if needs_listener(config):  # advanced doors, or simple doors with commands
             return control.ensure(root)
         if control.stop(root):
             return "stopped: advanced mode is off"
@@ -195,7 +195,7 @@ def load(root: Root, runner=None):
     from awp.checks import Finding
 
     config, findings = load_and_check(root)
-    if config.active_advanced:
+    if needs_listener(config):
         from awp.knockd.replay import path_problem
 
         problem = path_problem(root.replay_cache)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from awp.compile.ruleset import ENTRY, NAT_ENTRY, Chain, Rule, Ruleset, with_digest
 from awp.compile.tree import port_tree
-from awp.model import AdvancedDoor, Config, SimpleDoor
+from awp.model import AdvancedDoor, Config, SimpleDoor, commanded_simple_ports
 
 PROG = "awp-prog"
 BAN = "awp-ban"  # FW_PORTKNOCK_BAN: sources barred from every knock port (--seconds BAN_TIME)
@@ -117,6 +117,7 @@ def _recent(name: str, *op: str) -> tuple[str, ...]:
 class _Builder:
     def __init__(self, config: Config, family: int, simple, advanced):
         self.s = config.settings
+        self.commanded = frozenset(commanded_simple_ports(config))
         self.config = config
         self.family = family
         self.simple: tuple[SimpleDoor, ...] = simple
@@ -267,6 +268,9 @@ class _Builder:
             rules += [self._rule(*_recent(PROG, "--remove")), self._rule(*_recent(open_list(door.port), "--set"))]
             if self.s.kernel_log:
                 rules.append(self._rule(*KNOCK_LOG_LIMIT, "-j", "LOG", "--log-prefix", f"awp open port={door.port} "))
+            if door.port in self.commanded:  # the listener runs the door's commands
+                rules.append(self._rule("-j", "NFLOG", "--nflog-group", str(self.s.nflog_group), "--nflog-prefix",
+                                        f"awp-open {door.port}", "--nflog-size", str(NFLOG_COPY)))
         return (*rules, self._deny(door.proto(door.knocks[m - 1])))
 
     # --- FW_PORTKNOCK_BAN ---------------------------------------------------------------

@@ -28,7 +28,9 @@ import hashlib
 from dataclasses import dataclass
 
 from awp.lists import MAX_KNOCKS
-from awp.model import AdvancedDoor, Config, SimpleDoor
+from awp.model import AdvancedDoor, Config, SimpleDoor, commanded_simple_ports
+
+OPEN_NFLOG_PREFIX = "awp-open "  # awp.knockd.nflog.OPEN_PREFIX
 
 TABLE = "awp"
 FAMILY = "inet"
@@ -294,7 +296,8 @@ class _Builder:
         open set with the protected port in one rule for every door, the knock's destination
         port is set to the protected port and, once the set is updated and the line logged
         (DPT=<protected port>), back to the knock port, so an answer (a reset) comes from the
-        port the knock went to."""
+        port the knock went to. A door with commands (on_open, on_close) also hands the
+        opening to the listener through NFLOG, prefix "awp-open <port>"."""
         ends = [f"{door_id(d.port)} . {d.knocks[-1]} : {d.port}" for d in self.simple]
         back = [f"{d.port} : {d.knocks[-1]}" for d in self.simple]
         protos = ("tcp", "udp") if self.udp else ("tcp",)
@@ -305,6 +308,8 @@ class _Builder:
         if self.s.kernel_log:
             rules.append(f'meta mark 0x1 {OPEN_LOG_RATE} log prefix "awp open "')
         rules += self._open_extra_ports()
+        rules += [f'meta mark 0x1 th dport {port} log group {self.s.nflog_group} snaplen {NFLOG_SNAPLEN} '
+                  f'prefix "{OPEN_NFLOG_PREFIX}{port}"' for port in commanded_simple_ports(self.config)]
         rules += [f"{p} dport set {p} dport map {anon(back)}" for p in protos]
         rules.append(f"meta mark != 0x1 counter name refused_open {self.deny}")
         self._add("complete", *rules, self.deny)

@@ -17,7 +17,9 @@ from functools import partial
 from awp import otp
 from awp.backend import Grants, select
 from awp.errors import AwpError, ListenerError
+from awp.knockd.actions import CommandRunner
 from awp.knockd.ban import ban_observer
+from awp.knockd.commands import DoorCommands
 from awp.knockd.control import take_pidfile
 from awp.knockd import events
 from awp.knockd.decisionlog import DecisionCounters, DecisionLog
@@ -27,7 +29,7 @@ from awp.knockd.nflog import AdaptiveBatching, NflogSocket, Packet
 from awp.knockd.replay import ReplayCache
 from awp.knockd.verify import SKEW, ExpectedMacs, Verdict, check, explain
 from awp.load import load_config
-from awp.model import Config
+from awp.model import Config, commanded_simple_ports
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
@@ -45,15 +47,19 @@ class Listener:
         self.grants = grants
         self.replay = replay
         self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
-        self.expected = ExpectedMacs()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
         self.config = config
         self.doors = {d.knock_port: d for d in config.active_advanced}
         self.expected = ExpectedMacs()  # the secrets may have changed
+        commanded = set(commanded_simple_ports(config))  # simple doors whose opening NFLOG hands over
+        self.commanded = {d.port: d for d in config.active_simple if d.port in commanded}
 
-    def handle(self, packet: Packet, now: float) -> Verdict:
+    def handle(self, packet: Packet, now: float) -> Verdict | None:
+        if packet.prefix:  # a simple door's sequence completed, seen by the kernel
+            self._simple_open(packet, now)
+            return None
         minute = otp.minute_of(now)
         verdict = check(packet, self.doors, self.replay, minute, now, self.expected)
         if verdict.action == "repeat":  # the client sent its knock again: done already, not an attack
@@ -75,6 +81,17 @@ class Listener:
         notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", action,
                                         "ok", verdict.mac_prefix, expires))
         return verdict
+
+    def _simple_open(self, packet: Packet, now: float) -> None:
+        door = self.commanded.get(packet.dport)
+        if door is None:
+            log.debug("simple open of a door without commands port=%d src=%s", packet.dport, packet.src)
+            return
+        # the kernel decided (its "awp open" LOG line is the log): only the observers that ask
+        # for simple opens (door commands) get them, not the knock log or its counters
+        wanting = [o for o in self.observers if getattr(o, "simple_opens", False)]
+        notify(wanting, Decision(now, str(packet.src), door.knocks[-1], door.port, "simple", "open", "ok",
+                                 expires_in=self.config.settings.open_window))
 
     def _remember(self, verdict: Verdict, minute: int, now: float) -> bool:
         """Journal the MAC before the grant (made durable after it: see ReplayCache.add)."""
@@ -116,6 +133,8 @@ def run_listener(root: Root) -> int:
     decision_log = DecisionLog()  # the log lines (awp.knockd.decisionlog), then the counters
     listener = Listener(config, grants, replay, [decision_log, DecisionCounters(time.time())])
     listener.observers.append(ban_observer(lambda: listener.config))  # acts only while FW_PORTKNOCK_BAN is on
+    commands = DoorCommands(config, CommandRunner())  # on_open / on_close (awp.knockd.commands)
+    listener.observers.append(commands)
     sock = _open(listener.config)
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
@@ -133,6 +152,7 @@ def run_listener(root: Root) -> int:
             batching.update(sock, len(packets), time.monotonic())
             beat = _heartbeat(root, lock, listener, beat)
     finally:
+        commands.stop()
         sock.close()
         decision_log.close()  # the summary of the last, short period
         log.info("listener stopped pid=%d", os.getpid())
@@ -219,6 +239,9 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         return sock
     old_group = listener.config.settings.nflog_group
     listener.configure(config)
+    for observer in listener.observers:
+        if isinstance(observer, DoorCommands):
+            observer.configure(config)
     listener.grants = select(config.settings.backend).grants(config)
     use_settings(config.settings)
     log.info("listener reloaded doors=%d", len(listener.doors))

@@ -51,6 +51,7 @@ NLA_F_NET_BYTEORDER = 1 << 14
 NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
 
 NFULA_PAYLOAD = 9
+NFULA_PREFIX = 10
 NFULA_CFG_CMD = 1
 NFULA_CFG_MODE = 2
 NFULA_CFG_TIMEOUT = 4
@@ -92,6 +93,10 @@ class Packet(NamedTuple):
     dport: int
     payload: bytes
     length: int
+    prefix: str = ""  # the logging rule's prefix: "" for knocks, "awp-open PORT" for a simple door
+
+
+OPEN_PREFIX = "awp-open "  # a simple door with commands completed: "awp-open <protected port>"
 
 
 # --- pure parsing -------------------------------------------------------------------
@@ -138,24 +143,53 @@ def parse_messages(buf: bytes) -> list[Packet]:
         if length < 16 or off + length > end:
             break
         if mtype == MSG_PACKET and length >= 20:
-            payload = _find_payload(buf, off + 20, off + length, attr)
-            if payload is not None:
+            payload, prefix = _find_payload(buf, off + 20, off + length, attr)
+            if prefix is not None and prefix.startswith(_OPEN):
+                packet = parse_open(buf[off + 16], prefix.split(b"\0", 1)[0].decode("ascii", "replace"), payload or b"")
+            elif payload is not None:
                 packet = parse_ip_udp(buf[off + 16], payload)
-                if packet is not None:
-                    packets.append(packet)
+            else:
+                packet = None
+            if packet is not None:
+                packets.append(packet)
         off += (length + 3) & ~3
     return packets
 
 
-def _find_payload(buf: bytes, off: int, end: int, attr) -> bytes | None:
+_OPEN = OPEN_PREFIX.encode()
+
+
+def _find_payload(buf: bytes, off: int, end: int, attr) -> tuple[bytes | None, bytes | None]:
+    """The message's first NFULA_PAYLOAD and the NFULA_PREFIX before it (the kernel writes the
+    prefix first): (payload or None, prefix or None)."""
+    prefix = None
     while off + 4 <= end:
         length, atype = attr(buf, off)
         if length < 4 or off + length > end:
-            return None
-        if atype & NLA_TYPE_MASK == NFULA_PAYLOAD:
-            return buf[off + 4 : off + length]
+            return None, prefix
+        atype &= NLA_TYPE_MASK
+        if atype == NFULA_PAYLOAD:
+            return buf[off + 4 : off + length], prefix
+        if atype == NFULA_PREFIX:
+            prefix = buf[off + 4 : off + length]
         off += (length + 3) & ~3
-    return None
+    return None, prefix
+
+
+def parse_open(family: int, prefix: str, data: bytes) -> Packet | None:
+    """A simple door's completing knock, logged with prefix "awp-open PORT": its source and
+    the door's protected port; None if the prefix or the IP header cannot be read."""
+    port_text = prefix[len(OPEN_PREFIX):].strip()
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 1 <= int(port_text) <= 65535):
+        return None
+    if family == socket.AF_INET and len(data) >= 20 and data[0] >> 4 == 4:
+        src, dst = ipaddress.IPv4Address(data[12:16]), ipaddress.IPv4Address(data[16:20])
+    elif family == socket.AF_INET6 and len(data) >= 40 and data[0] >> 4 == 6:
+        src, dst = ipaddress.IPv6Address(data[8:24]), ipaddress.IPv6Address(data[24:40])
+    else:
+        return None
+    port = int(port_text)
+    return Packet(family, src, dst, 0, port, b"", 0, f"{OPEN_PREFIX}{port}")
 
 
 def parse_ip_udp(family: int, data: bytes) -> Packet | None:

@@ -25,8 +25,8 @@ from awp.compile.nftables import compile_nft
 
 GOLDEN = Path(__file__).parent
 REGEN = os.environ.get("AWP_REGEN_GOLDEN") == "1"
-CASES = ["advanced", "ban", "ban-advanced-reject", "disabled", "doors", "example-1-2-3-4-5", "ipv6-off",
-         "many-doors", "one-door", "two-doors-allowlist", "udp-knocks"]
+CASES = ["advanced", "ban", "ban-advanced-reject", "commands", "disabled", "doors", "example-1-2-3-4-5",
+         "ipv6-off", "many-doors", "one-door", "two-doors-allowlist", "udp-knocks"]
 DIFF_LINES = 40
 
 
