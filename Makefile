@@ -6,7 +6,7 @@
 PYTHON   ?= python3
 VENV     := .venv
 DEB_PKGS := iptables ipset nftables iproute2 kmod telnet netcat-openbsd knockd nmap socat \
-            shellcheck man-db groff-base openssl procps python3-venv systemd
+            shellcheck man-db groff-base openssl procps python3-venv systemd redis-server
 
 .PHONY: setup .setup-deb demo test lint bench clean
 
