@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "remove": "remove every rule and chain awp installed, stop the listener",
                 "knockd": "run the advanced-mode listener in the foreground",
                 "supervise": "run the listener under awp's supervisor (what awp -s -f starts)",
-                "knock": "send an advanced-mode knock (like client/knock.sh)"}
+                "knock": "send an advanced-mode knock (like client/knock.sh)",
+                "fleet-key": "write a new random fleet key, DIR/etc/fleet.key (fleet mode)"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["status"].add_argument("--json", action="store_true",
                                        help="print the status as JSON (schema in awp(8))")
     _knock_arguments(sub.choices["knock"])
+    sub.choices["fleet-key"].add_argument("--force", action="store_true", dest="force_key",
+                                          help="replace an existing key")
     return p
 
 
@@ -94,7 +97,8 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     if args.dry_run or args.force:
         raise UsageError("--dry-run and --force go with -s -f")
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
-                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock}
+                "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
+                "fleet-key": cmd_fleet_key}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -204,7 +208,32 @@ def cmd_status(root, args) -> int:
                   "takes them out", style="yellow", markup=False)
     if config.active_advanced or st.listener_pid:
         out.print(_listener_line(st), markup=False)
+    fleet = (st.listener_state or {}).get("fleet")
+    if fleet:
+        _print_fleet(fleet)
     return 0
+
+
+def _print_fleet(fleet: dict) -> None:
+    import time
+
+    synced = fleet.get("last_sync")
+    ago = f"{max(0, time.time() - synced):.1f} s ago" if synced else "never"
+    line = f"fleet: node {fleet['node']}, store {fleet['store']}, last sync {ago}"
+    if fleet.get("connected"):
+        out.print(line + ", connected", markup=False)
+    else:
+        err.print(line + f"; fleet degraded ({fleet.get('degraded')})"
+                  + (": opens are refused (FW_PORTKNOCK_FLEET_REQUIRED)" if fleet.get("required") else
+                     ": knocks use this node's replay cache and grants"), style="yellow", markup=False)
+    remote = fleet.get("remote_grants") or []
+    if remote:
+        table = Table(title="grants from other nodes")
+        for column in ("port", "source", "node", "time left"):
+            table.add_column(column, no_wrap=True)
+        for g in remote:
+            table.add_row(str(g["port"]), g["source"], g["node"], f"{max(0, int(g['expires'] - time.time()))} s")
+        out.print(table)
 
 
 def _listener_line(st) -> str:
@@ -259,6 +288,15 @@ def cmd_supervise(root, args) -> int:
 
     _require_root()
     return run_supervisor(root)
+
+
+def cmd_fleet_key(root, args) -> int:
+    from awp import workflow
+
+    _require_root()
+    path = workflow.new_fleet_key(root, args.force_key)
+    out.print(f"awp: wrote a new fleet key to {path}; copy it (mode 600, owner root) to every node", markup=False)
+    return 0
 
 
 def cmd_knock(root, args) -> int:

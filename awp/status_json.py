@@ -28,6 +28,7 @@ def status_document(st) -> dict:
         "listener": {"running": st.listener_pid is not None, "pid": st.listener_pid,
                      "supervisor_pid": st.supervisor_pid,
                      "replay_cache": (st.listener_state or {}).get("replay_cache")},
+        "fleet": (st.listener_state or {}).get("fleet"),
         "elsewhere": list(st.elsewhere),
     }
 

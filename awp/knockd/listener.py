@@ -32,10 +32,12 @@ RCVBUF = 16 << 20
 
 class Listener:
     def __init__(self, config: Config, grants: Grants, replay: ReplayCache,
-                 observers: tuple[Observer, ...] | list[Observer] = ()):
+                 observers: tuple[Observer, ...] | list[Observer] = (), gate=None):
         self.grants = grants
         self.replay = replay
         self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
+        self.gate = gate  # gate(verdict, packet, now) -> verdict, before accepting (the fleet's claim)
+        self.fleet = None  # awp.fleet.node.Fleet, in fleet mode
         self.rejects = RateLimitedLog(log)
         self.configure(config)
 
@@ -46,6 +48,8 @@ class Listener:
     def handle(self, packet: Packet, now: float) -> Verdict:
         minute = otp.minute_of(now)
         verdict = check(packet, self.doors, self.replay, minute)
+        if verdict.action != "reject" and self.gate is not None:
+            verdict = self.gate(verdict, packet, now)
         if verdict.action == "reject":
             self._log_reject(packet, verdict, minute)
             port = verdict.door.port if verdict.door else None
@@ -101,21 +105,26 @@ def run_listener(root: Root) -> int:
     replay = open_replay_cache(root, config, grants, time.time())
     listener = Listener(config, grants, replay)
     sock = _open(listener.config)
+    fleet = _start_fleet(root, listener)  # applies every live grant of the fleet before ready
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
              listener.config.settings.nflog_group)
     beat = _heartbeat(root, lock, listener, 0.0)
     try:
         while not flags["stop"]:
-            packets = sock.receive(timeout=1.0)
+            packets = sock.receive(timeout=0.1 if fleet else 1.0)
             if flags["reload"]:  # before handling: a knock sent after awp -s -f sees the new doors
                 flags["reload"] = False
                 sock = _reload(root, listener, sock)
             for packet in packets:
                 _handle_one(listener, packet)
+            if fleet:
+                _drain(listener)
             listener.rejects.flush()
             beat = _heartbeat(root, lock, listener, beat)
     finally:
+        if fleet:
+            fleet.stop()
         sock.close()
         log.info("listener stopped pid=%d", os.getpid())
         os.close(lock)
@@ -156,6 +165,8 @@ def _heartbeat(root: Root, lock: int, listener: Listener, last: float) -> float:
     state = {"pid": os.getpid(), "heartbeat": int(now),
              "replay_cache": {"trusted": replay.floor < 0, "reason": replay.trust.reason,
                               "floor_minute": replay.floor if replay.floor >= 0 else None}}
+    if listener.fleet:
+        state["fleet"] = listener.fleet.state()
     try:
         write_state(root.listener_state, state)
     except OSError as exc:
@@ -181,6 +192,26 @@ def _handle_one(listener: Listener, packet: Packet) -> None:
         listener.handle(packet, time.time())
     except (AwpError, OSError) as exc:
         log.error("knock not handled src=%s knock_port=%d: %s", packet.src, packet.dport, exc)
+
+
+def _start_fleet(root: Root, listener: Listener):
+    """Fleet mode (awp.fleet): the replay claim as the gate, accepted grants published by an
+    observer, and the fleet's live grants applied before the listener says it is ready."""
+    from awp.fleet.node import Fleet, fleet_settings
+
+    fs = fleet_settings(root, listener.config.settings)
+    if fs is None:
+        return None
+    fleet = Fleet(fs)
+    listener.fleet, listener.gate = fleet, fleet.gate
+    listener.observers.append(fleet.observe)
+    fleet.start()
+    _drain(listener)
+    return fleet
+
+
+def _drain(listener: Listener) -> None:
+    listener.fleet.drain(listener.grants, {d.port for d in listener.doors.values()}, time.time())
 
 
 def _open(config: Config) -> NflogSocket:

@@ -1,0 +1,246 @@
+"""Fleet mode without Redis: signed messages, the key and credential files, the settings, and
+the listener's fleet client against an in-memory stand-in for the store (a real Redis in
+namespaces: tests/netns/test_fleet.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+
+import pytest
+import redis
+from fakes import FakeGrants
+from test_listener import CONFIG, CLOSE, NOW, OPEN, SRC, knock, packet, replay_cache
+
+from awp.errors import ConfigError
+from awp.fleet import keys
+from awp.fleet.message import BadMessage, GrantMessage, verify
+from awp.fleet.node import Fleet, FleetSettings
+from awp.knockd.events import Decision
+from awp.knockd.listener import Listener
+from awp.settings import parse_settings
+
+KEY = bytes(range(32))
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def msg(**kw) -> GrantMessage:
+    base = dict(id="00112233445566ff", node="b", action="open", port=2222, src="198.18.1.2",
+                expires=int(NOW) + 600, sent=int(NOW * 1000))
+    return GrantMessage(**{**base, **kw})
+
+
+def test_a_signed_message_verifies_and_round_trips():
+    m = msg()
+    assert verify(KEY, m.sign(KEY)) == m
+    assert verify(KEY, m.sign(KEY).encode()) == m
+
+
+@pytest.mark.parametrize("old,new", [(" open ", " close "), (" 2222 ", " 2223 "), ("198.18.1.2", "198.18.1.3"),
+                                     (f" {int(NOW) + 600} ", f" {int(NOW) + 6000} "), (" b ", " c ")])
+def test_an_altered_field_does_not_verify(old, new):
+    line = msg().sign(KEY)
+    with pytest.raises(BadMessage, match="bad-mac"):
+        verify(KEY, line.replace(old, new, 1))
+
+
+def test_another_key_does_not_verify_and_junk_is_malformed():
+    with pytest.raises(BadMessage, match="bad-mac"):
+        verify(bytes(32), msg().sign(KEY))
+    for junk in ("", "awp1", msg().sign(KEY) + " ", "x" * 1000, b"\xff"):
+        with pytest.raises(BadMessage):
+            verify(KEY, junk)
+
+
+def test_a_non_canonical_address_is_malformed_even_with_a_good_mac():
+    with pytest.raises(BadMessage, match="malformed"):
+        verify(KEY, msg(src="198.018.1.2").sign(KEY))
+
+
+# --- key and credential files ------------------------------------------------------------------
+
+
+def test_fleet_key_written_is_private_and_loads(tmp_path):
+    path = tmp_path / "etc" / "fleet.key"
+    keys.write_key(path)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert len(keys.load_key(path)) == 32
+    first = path.read_text()
+    keys.write_key(path)
+    assert path.read_text() != first
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the key must be root-owned: the check needs root to pass")
+def test_fleet_key_problems_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "fleet.key"
+    with pytest.raises(ConfigError, match=rf"{path}: fleet key does not exist.*awp fleet-key"):
+        keys.load_key(path)
+    keys.write_key(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(ConfigError, match=rf"{path}: fleet key has mode 0640.*chmod 600"):
+        keys.load_key(path)
+    os.chmod(path, 0o600)
+    path.write_text("not a key\n")
+    with pytest.raises(ConfigError, match="64 lowercase hex digits") as exc:
+        keys.load_key(path)
+    assert "not a key" not in str(exc.value)
+    link = tmp_path / "link.key"
+    link.symlink_to(path)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        keys.load_key(link)
+    os.chown(path, 1000, 0)
+    with pytest.raises(ConfigError, match="owned by uid 1000"):
+        keys.load_key(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the file must be root-owned")
+def test_credentials_file_parses_and_never_echoes_a_bad_line(tmp_path):
+    path = tmp_path / "fleet.auth"
+    assert keys.load_credentials(path) == keys.Credentials()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"# awp's Redis ACL user\nuser = awp\npassword = s3cr3t-pw\n")
+    os.close(fd)
+    creds = keys.load_credentials(path)
+    assert (creds.user, creds.password) == ("awp", "s3cr3t-pw")
+    assert "s3cr3t" not in repr(creds)
+    path.write_text("hunter2 is the password\n")
+    with pytest.raises(ConfigError, match=":1: expected") as exc:
+        keys.load_credentials(path)
+    assert "hunter2" not in str(exc.value)
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_fleet_settings_default_off_and_accept_redis_urls():
+    s = parse_settings("", "cfg")
+    assert (s.fleet, s.node, s.fleet_required) == ("", "", False)
+    s = parse_settings('FW_PORTKNOCK_FLEET="rediss://[2001:2::9]:6380/3"\nFW_PORTKNOCK_NODE="node-a.1"\n'
+                       'FW_PORTKNOCK_FLEET_REQUIRED="yes"\n', "cfg")
+    assert (s.fleet, s.node, s.fleet_required) == ("rediss://[2001:2::9]:6380/3", "node-a.1", True)
+
+
+@pytest.mark.parametrize("line,reason", [
+    ('FW_PORTKNOCK_FLEET="redis://awp:pw@198.18.0.9"', "must not hold a user or password"),
+    ('FW_PORTKNOCK_FLEET="http://198.18.0.9"', "must be redis://HOST"),
+    ('FW_PORTKNOCK_FLEET="redis://198.18.0.9:0"', "out of range"),
+    ('FW_PORTKNOCK_NODE="a b"', "must be 1-64 letters"),
+])
+def test_bad_fleet_settings_are_refused_without_echoing_them(line, reason):
+    with pytest.raises(ConfigError, match=reason) as exc:
+        parse_settings(line + "\n", "cfg")
+    assert str(exc.value).startswith("cfg:1: ")
+    assert "pw@" not in str(exc.value)
+
+
+# --- the listener's fleet client, against a stand-in store ---------------------------------------
+
+
+class FakeRedis:
+    """Just what the packet path calls: SET NX PX. down=True: every call fails."""
+
+    def __init__(self):
+        self.keys: dict[str, tuple[str, int]] = {}
+        self.down = False
+
+    def set(self, key, value, nx=False, px=None):
+        if self.down:
+            raise redis.ConnectionError("connection refused")
+        if nx and key in self.keys:
+            return None
+        self.keys[key] = (value, px)
+        return True
+
+
+def fleet(required=False, node="a") -> tuple[Fleet, FakeRedis]:
+    r = FakeRedis()
+    f = Fleet(FleetSettings("redis://198.18.0.9:6390", node, required, KEY), connect=lambda *a: r)
+    f.up = True
+    return f, r
+
+
+def fleet_listener(tmp_path, f: Fleet, grants=None) -> Listener:
+    lst = Listener(CONFIG, grants or FakeGrants(), replay_cache(tmp_path), observers=[f.observe], gate=f.gate)
+    lst.fleet = f
+    return lst
+
+
+def test_first_accept_wins_across_the_fleet(tmp_path):
+    f, r = fleet()
+    a = fleet_listener(tmp_path / "a", f)
+    other = Fleet(FleetSettings(f.fs.url, "b", False, KEY), connect=lambda *x: r)
+    other.up = True
+    b = fleet_listener(tmp_path / "b", other)
+    payload = knock(OPEN)
+    assert a.handle(packet(payload), NOW).action == "open"
+    verdict = b.handle(packet(payload), NOW)
+    assert (verdict.action, verdict.reason) == ("reject", "fleet-replay")
+    (value, px), = r.keys.values()
+    assert value == "a" and 60_000 < px <= 150_000  # until the MAC's window ends, plus a margin
+
+
+def test_accepted_grants_are_queued_with_absolute_expiry(tmp_path):
+    f, _ = fleet()
+    lst = fleet_listener(tmp_path, f)
+    lst.handle(packet(knock(OPEN)), NOW)
+    lst.handle(packet(knock(CLOSE)), NOW)
+    opened, closed = f.outbox
+    assert (opened.action, opened.port, opened.src, opened.expires) == ("open", 2222, str(SRC), int(NOW) + 600)
+    assert (closed.action, closed.expires) == ("close", 0)
+
+
+def test_store_down_knocks_work_locally_and_degradation_is_logged_once(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="awp.fleet")
+    f, r = fleet()
+    r.down = True
+    grants = FakeGrants()
+    lst = fleet_listener(tmp_path, f, grants)
+    assert lst.handle(packet(knock(OPEN)), NOW).action == "open"
+    assert lst.handle(packet(knock(CLOSE)), NOW).action == "close"
+    assert not f.up and f.state()["connected"] is False
+    assert sum("fleet degraded" in rec.getMessage() for rec in caplog.records) == 1
+    assert [c[0] for c in grants.calls] == ["open", "close"]
+    assert len(f.outbox) == 2  # published once the store is back
+
+
+def test_required_refuses_opens_but_applies_closes_while_down(tmp_path):
+    f, r = fleet(required=True)
+    grants = FakeGrants()
+    grants.open(2222, SRC, 100)
+    lst = fleet_listener(tmp_path, f, grants)
+    r.down = True
+    verdict = lst.handle(packet(knock(OPEN)), NOW)
+    assert (verdict.action, verdict.reason) == ("reject", "fleet-unreachable")
+    assert lst.handle(packet(knock(CLOSE)), NOW).action == "close"
+    assert grants.list() == []
+
+
+def test_drain_applies_another_nodes_grant_with_its_remaining_lifetime():
+    f, _ = fleet()
+    grants = FakeGrants()
+    f.inbox.put(msg(expires=int(NOW) + 100))
+    f.inbox.put(msg(id="1" * 16, port=9999))  # no such door here: ignored
+    f.inbox.put(msg(id="2" * 16, src="198.18.2.2", expires=int(NOW) - 1))  # over already
+    f.drain(grants, {2222}, NOW)
+    assert grants.calls == [("open", 2222, SRC, 100)]
+    assert [g["node"] for g in f.state()["remote_grants"]] == ["b"]
+    f.drain(grants, {2222}, NOW + 101)  # its end passed: closed here too (xt_recent has no own lifetime)
+    assert grants.calls[-1] == ("close", 2222, SRC) and f.state()["remote_grants"] == []
+
+
+def test_received_messages_that_do_not_verify_are_ignored_and_logged(caplog):
+    caplog.set_level(logging.WARNING, logger="awp.fleet")
+    f, _ = fleet()
+    f._synced_once = True
+    good = msg()
+    f._receive(good.sign(bytes(32)), live=False)  # signed with another key
+    f._receive(good.sign(KEY).replace(" open ", " close "), live=False)
+    f._receive(msg(node="a").sign(KEY), live=False)  # this node's own: applied already
+    assert f.inbox.qsize() == 0 and f.ignored == 2
+    assert sum("fleet message ignored" in r.getMessage() for r in caplog.records) == 2
+    f._receive(good.sign(KEY), live=False)
+    f._receive(good.sign(KEY), live=False)  # the same message again (a replay in Redis)
+    assert f.inbox.qsize() == 1
