@@ -15,7 +15,7 @@ def status_document(st) -> dict:
     for door in doors:
         let_in, dropped = seen.counters.get(door["port"], (None, None))
         door["let_in"], door["dropped"] = let_in, dropped
-    return {
+    doc = {
         "schema": SCHEMA,
         "enabled": config.settings.enabled,
         "backend": seen.backend,
@@ -28,9 +28,12 @@ def status_document(st) -> dict:
         "listener": {"running": st.listener_pid is not None, "pid": st.listener_pid,
                      "supervisor_pid": st.supervisor_pid,
                      "replay_cache": (st.listener_state or {}).get("replay_cache")},
-        "fleet": (st.listener_state or {}).get("fleet"),
         "elsewhere": list(st.elsewhere),
     }
+    fleet = (st.listener_state or {}).get("fleet")
+    if fleet is not None:  # fleet mode (awp(8), FLEET): this node, the store, its health, others' grants
+        doc["fleet"] = fleet
+    return doc
 
 
 def _state(label: str) -> str:

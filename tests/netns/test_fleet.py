@@ -1,0 +1,174 @@
+"""Fleet mode end to end: two or three nodes, each in its own namespace with its own awp root
+and listener, one client that reaches every node, and a real Redis (fleet_helpers) that the
+tests kill, stall, restore and write forged messages into.
+
+Knocks are built with the reference implementation (pknock_ref); forged fleet messages are
+signed here with hmac directly, never with awp.fleet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+
+import pytest
+from advanced_helpers import CLOSE, OPEN, PORT, SETTLE, accepted, client_addr, knock, post, refused, \
+    rejected, wait_connect
+from fleet_helpers import KEY_HEX, FleetLab, fleet_node, fleet_state, wait_fleet
+from harness import wait_for
+
+pytestmark = pytest.mark.netns
+PROPAGATE = 3.0  # a grant reaches the other nodes well within this (the bench measures it)
+
+
+@pytest.fixture
+def fleet(request):
+    with FleetLab(nodes=3 if "three" in request.node.name else 2, clients=1,
+                  tag=request.node.name.removeprefix("test_")[:8]) as lab:
+        yield lab
+
+
+@pytest.fixture
+def nodes(fleet, tmp_path, backend):
+    """A factory: nodes(i, **fleet_node options) -> a started AwpServer; all cleaned up."""
+    made = []
+
+    def make(i: int, start: bool = True, **kw):
+        srv = fleet_node(fleet.nodes[i], tmp_path, backend, f"node{i + 1}", **kw)
+        made.append(srv)
+        if start:
+            srv.start()
+            fleet.nodes[i].serve_tcp(PORT)
+        return srv
+
+    yield make
+    errors = []
+    for srv in made:
+        try:
+            srv.cleanup()
+        except Exception as exc:
+            errors.append(exc)
+    assert not errors, errors
+
+
+def sign(key_hex: str, body: str) -> str:
+    return f"{body} {hmac.new(bytes.fromhex(key_hex), body.encode(), hashlib.sha256).hexdigest()}"
+
+
+def test_three_nodes_share_grants_and_one_replay_cache(fleet, nodes):
+    a, b, c = nodes(0), nodes(1), nodes(2)
+    cl = fleet.clients[0]
+    ip_a, ip_b, ip_c = (h.ip4 for h in fleet.nodes)
+    for srv in (a, b, c):
+        assert wait_fleet(srv, True)["node"].startswith("node")
+    assert refused(cl, ip_b)
+
+    payload = a.macs.payload(OPEN, cl.ip4)
+    mark = post(a, cl, ip_a, payload)
+    a.log.wait(accepted("open", cl.ip4), mark)
+    assert wait_connect(cl, ip_b, timeout=PROPAGATE), "a grant on A did not let the client in on B"
+    assert wait_connect(cl, ip_c, timeout=PROPAGATE)
+    line = b.log.wait(r"fleet grant applied action=open port=2222 src=198\.18\.100\.101 from=node1", 0)
+    left = int(re.search(r"expires_in=(\d+)s", line).group(1))
+    assert 3590 <= left <= 3600, line  # the grant's remaining lifetime, not a fresh autoclose
+
+    mark_b = post(b, cl, ip_b, payload)  # the very packet A accepted, replayed to B
+    b.log.wait(rejected("fleet-replay", cl.ip4), mark_b)
+    assert "knock accepted" not in b.log.since(mark_b)
+
+    remote = fleet_state(b)["remote_grants"]
+    assert [(g["port"], g["source"], g["node"]) for g in remote] == [(PORT, cl.ip4, "node1")]
+
+    knock(b, cl, ip_b, CLOSE, "close")  # a close on B revokes on A and C
+    wait_for(lambda: refused(cl, ip_a) and refused(cl, ip_c), PROPAGATE + 2, "the close on B to reach A and C")
+    assert refused(cl, ip_b)
+
+
+def test_a_restarted_node_catches_up_before_it_is_ready(fleet, nodes):
+    a, b = nodes(0), nodes(1)
+    cl = fleet.clients[0]
+    ip_a, ip_b = (h.ip4 for h in fleet.nodes)
+    wait_fleet(b, True)
+    assert b.awp("remove").returncode == 0  # listener stopped and the kernel's grants gone
+    knock(a, cl, ip_a, OPEN, "open")  # made while B is away: only the live grants can tell B
+    mark = b.log.mark()
+    b.start()  # `awp -s -f`: returns once the listener is ready
+    assert wait_connect(cl, ip_b, timeout=1.5), "B did not catch up on A's grant at its start"
+    b.log.wait(r"fleet connected .* live_grants=1", mark)
+
+
+def test_redis_down_knocks_stay_local_required_refuses_and_back_reconciles(fleet, nodes):
+    a = nodes(0)
+    b = nodes(1, required=True)
+    cl = fleet.clients[0]
+    ip_a, ip_b = (h.ip4 for h in fleet.nodes)
+    wait_fleet(a, True)
+    fleet.redis.kill()
+
+    knock(a, cl, ip_a, OPEN, "open")  # the first knock may be the one that finds Redis gone
+    assert wait_connect(cl, ip_a), "a local knock did not work with Redis down"
+    state = wait_fleet(a, False)
+    assert state["degraded"] and state["unsent"] == 1
+    assert "fleet degraded" in a.log.text()
+    status = a.awp("status")
+    assert "fleet degraded" in status.stderr, status.stderr
+
+    wait_fleet(b, False)
+    mark = post(b, cl, ip_b, b.macs.payload(OPEN, cl.ip4))
+    b.log.wait(rejected("fleet-unreachable", cl.ip4), mark)
+    assert refused(cl, ip_b)
+
+    fleet.redis.start()  # an empty Redis: A's open made while it was down is published again
+    wait_fleet(a, True, timeout=10)
+    wait_fleet(b, True, timeout=10)
+    assert wait_connect(cl, ip_b, timeout=PROPAGATE), "A's grant made while Redis was down never reached B"
+    assert fleet_state(a)["unsent"] == 0
+
+
+def test_forged_or_altered_fleet_messages_grant_nothing(fleet, nodes):
+    a, b = nodes(0), nodes(1)
+    cl = fleet.clients[0]
+    ip_a, ip_b = (h.ip4 for h in fleet.nodes)
+    wait_fleet(b, True)
+    exp = int(time.time()) + 600
+    body = f"awp1 00000000000000aa node1 open {PORT} {cl.ip4} {exp} {int(time.time() * 1000)}"
+    forged = sign("00" * 32, body)  # signed with a key that is not the fleet's
+    genuine = sign(KEY_HEX, body)
+    altered = genuine.replace(f" {exp} ", f" {exp + 9999} ")
+    mark = b.log.mark()
+    for line in (forged, altered, "awp1 junk", genuine.replace("node1", "node9")):
+        fleet.redis.cli("XADD", "awp:grants:log", "*", "m", line)
+    fleet.redis.cli("HSET", "awp:grants", f"{PORT}|{cl.ip4}", forged)
+    wait_for(lambda: b.log.since(mark).count("fleet message ignored") >= 4, SETTLE, "B to ignore 4 messages")
+    assert refused(cl, ip_b) and refused(cl, ip_a)
+    assert "fleet grant applied" not in b.log.since(mark)
+
+    mark = b.log.mark()
+    assert b.awp("remove").returncode == 0
+    b.start()  # catch-up reads the forged live grant: ignored too
+    b.log.wait("fleet message ignored", mark)
+    assert refused(cl, ip_b)
+    assert fleet_state(b)["ignored_messages"] >= 1
+
+
+def test_check_names_a_missing_or_bad_fleet_key(fleet, nodes):
+    srv = nodes(0, start=False, key_hex=None)
+    key = srv.base / "etc" / "fleet.key"
+    proc = srv.awp("check")
+    assert proc.returncode == 3 and f"{key}: fleet key does not exist" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert srv.awp("fleet-key").returncode == 0
+    assert srv.awp("check").returncode == 0
+    assert srv.awp("fleet-key").returncode == 3  # refuses to replace it without --force
+    key.chmod(0o644)
+    proc = srv.awp("check")
+    assert proc.returncode == 3 and f"{key}: fleet key has mode 0644" in proc.stderr, proc.stderr
+    key.chmod(0o600)
+    key.write_text("abc\n")
+    proc = srv.awp("check")
+    assert proc.returncode == 3 and "64 lowercase hex digits" in proc.stderr and "abc" not in proc.stderr
+    apply = srv.awp("-s", "-f")
+    assert apply.returncode == 3, apply.stderr  # refused before the kernel is touched
