@@ -80,6 +80,7 @@ class Fleet:
         self.outbox: collections.deque[GrantMessage] = collections.deque(maxlen=OUTBOX_MAX)
         self.remote: dict[str, GrantMessage] = {}  # field -> the open another node made (for status)
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.accepted: collections.deque[tuple[str, int]] = collections.deque(maxlen=OUTBOX_MAX)  # (mac, minute)
         self.ignored = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -112,9 +113,9 @@ class Fleet:
         reject: fleet-replay (another node accepted this MAC) or fleet-unreachable (an open,
         with FW_PORTKNOCK_FLEET_REQUIRED, while the store cannot be reached)."""
         if self.up:
-            ttl_ms = int(((verdict.minute + SKEW + 1) * 60 + MAC_MARGIN - now) * 1000)  # valid until then
             try:
-                if store.claim(self.packet_r, verdict.mac, self.node, ttl_ms):
+                if store.claim(self.packet_r, verdict.mac, self.node, _claim_ms(verdict.minute, now)):
+                    self.accepted.append((verdict.mac, verdict.minute))
                     return verdict
                 return replace(verdict, action="reject", reason="fleet-replay")
             except store.Error as exc:
@@ -122,6 +123,7 @@ class Fleet:
         self._degraded(self.down_reason)
         if self.fs.required and verdict.action == "open":
             return replace(verdict, action="reject", reason="fleet-unreachable")
+        self.accepted.append((verdict.mac, verdict.minute))  # claimed once the store is back
         return verdict
 
     def observe(self, decision) -> None:
@@ -227,6 +229,7 @@ class Fleet:
         """Every live grant (this node's too: a reboot may have emptied its kernel), then the
         stream from where it stood before the read, so nothing falls between the two."""
         after = store.last_id(r)
+        self._reclaim(r)
         lines = store.live(r)
         for line in lines:
             self._receive(line, live=True)
@@ -240,6 +243,14 @@ class Fleet:
         return after
 
     _synced_once = False
+
+    def _reclaim(self, r) -> None:
+        """Claim again the MACs this node accepted that may still be valid: those accepted
+        while the store was down, and all of them if the store came back empty."""
+        now = time.time()
+        valid = [(mac, minute) for mac, minute in list(self.accepted) if _claim_ms(minute, now) > 0]
+        if valid:
+            store.claim_many(r, valid, self.node, [_claim_ms(minute, now) for _, minute in valid])
 
     def _receive(self, line: str, live: bool) -> None:
         try:
@@ -274,6 +285,12 @@ class Fleet:
                     self._lost(f"publish failed: {_why(exc)}")
                     break
                 self.outbox.popleft()
+
+
+def _claim_ms(minute: int, now: float) -> int:
+    """How long a claim on a MAC of `minute` must live: until the MAC cannot be valid (the
+    end of minute + SKEW), plus a margin for clocks that differ a little between nodes."""
+    return int(((minute + SKEW + 1) * 60 + MAC_MARGIN - now) * 1000)
 
 
 def _why(exc: Exception) -> str:

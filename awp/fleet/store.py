@@ -50,6 +50,13 @@ def claim(r: redis.Redis, mac: str, node: str, ttl_ms: int) -> bool:
     return bool(r.set(key, node, nx=True, px=max(1, ttl_ms)))
 
 
+def claim_many(r: redis.Redis, macs: list[tuple[str, int]], node: str, ttls_ms: list[int]) -> None:
+    pipe = r.pipeline(transaction=False)
+    for (mac, _minute), ttl in zip(macs, ttls_ms):
+        pipe.set(REPLAY + hashlib.sha256(mac.encode("ascii")).hexdigest(), node, nx=True, px=max(1, ttl))
+    pipe.execute()
+
+
 def publish(r: redis.Redis, line: str, field: str, action: str, expires: int, now: float) -> None:
     pipe = r.pipeline(transaction=True)
     pipe.xadd(LOG, {"m": line}, maxlen=STREAM_MAX, approximate=True)

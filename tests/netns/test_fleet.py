@@ -108,7 +108,9 @@ def test_redis_down_knocks_stay_local_required_refuses_and_back_reconciles(fleet
     wait_fleet(a, True)
     fleet.redis.kill()
 
-    knock(a, cl, ip_a, OPEN, "open")  # the first knock may be the one that finds Redis gone
+    payload = a.macs.payload(OPEN, cl.ip4)
+    mark = post(a, cl, ip_a, payload)  # this knock may be the one that finds Redis gone
+    a.log.wait(accepted("open", cl.ip4), mark)
     assert wait_connect(cl, ip_a), "a local knock did not work with Redis down"
     state = wait_fleet(a, False)
     assert state["degraded"] and state["unsent"] == 1
@@ -126,8 +128,11 @@ def test_redis_down_knocks_stay_local_required_refuses_and_back_reconciles(fleet
     wait_fleet(b, True, timeout=10)
     assert wait_connect(cl, ip_b, timeout=PROPAGATE), "A's grant made while Redis was down never reached B"
     assert fleet_state(a)["unsent"] == 0
+    mark = post(b, cl, ip_b, payload)  # A claimed the MAC it accepted while Redis was down
+    b.log.wait(rejected("fleet-replay", cl.ip4), mark)
 
 
+@pytest.mark.parametrize("backend", ["nftables"])  # no kernel difference: nothing is applied
 def test_forged_or_altered_fleet_messages_grant_nothing(fleet, nodes):
     a, b = nodes(0), nodes(1)
     cl = fleet.clients[0]
@@ -154,6 +159,7 @@ def test_forged_or_altered_fleet_messages_grant_nothing(fleet, nodes):
     assert fleet_state(b)["ignored_messages"] >= 1
 
 
+@pytest.mark.parametrize("backend", ["nftables"])
 def test_check_names_a_missing_or_bad_fleet_key(fleet, nodes):
     srv = nodes(0, start=False, key_hex=None)
     key = srv.base / "etc" / "fleet.key"
@@ -172,3 +178,27 @@ def test_check_names_a_missing_or_bad_fleet_key(fleet, nodes):
     assert proc.returncode == 3 and "64 lowercase hex digits" in proc.stderr and "abc" not in proc.stderr
     apply = srv.awp("-s", "-f")
     assert apply.returncode == 3, apply.stderr  # refused before the kernel is touched
+
+
+@pytest.mark.parametrize("backend", ["nftables"])
+def test_a_stalled_redis_delays_a_knock_by_at_most_the_bound(fleet, nodes):
+    """SIGSTOP: Redis accepts connections but never answers. The knock that finds it so waits
+    at most the packet path's socket timeout (0.2 s), the next ones do not wait at all."""
+    a, b = nodes(0), nodes(1)
+    cl = fleet.clients[0]
+    ip_a, ip_b = (h.ip4 for h in fleet.nodes)
+    wait_fleet(a, True)
+    fleet.redis.stall()
+    try:
+        knock(a, cl, ip_a, OPEN, "open")
+        assert wait_connect(cl, ip_a)
+        knock(a, cl, ip_a, CLOSE, "close")
+        assert refused(cl, ip_a)
+        state = fleet_state(a)
+        assert state["connected"] is False and "Timeout" in state["degraded"], state
+    finally:
+        fleet.redis.resume()
+    wait_fleet(a, True, timeout=10)
+    wait_fleet(b, True, timeout=10)
+    knock(a, cl, ip_a, OPEN, "open")
+    assert wait_connect(cl, ip_b, timeout=PROPAGATE)
