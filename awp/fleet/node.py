@@ -213,7 +213,7 @@ class Fleet:
         after = None
         while not self._stop.is_set():
             try:
-                if after is None:
+                if after is None or not self.up:  # a start, or a failure seen by another thread
                     after = self._catch_up(r)
                     continue
                 for entry_id, line in store.read(r, after):

@@ -1,8 +1,8 @@
 """Helpers for test_fleet.py and bench/fleet_bench.py: a fleet of awp nodes on one LAN.
 
-    hub namespace: bridge br0 198.18.100.254/24, and our own redis-server bound to that address
-    node i:   198.18.100.<i>/24     (its own awp root and listener: AwpServer)
-    client j: 198.18.100.<100+j>/24 (reaches every node directly, same source address to all)
+    hub namespace: bridge br0 198.18.100.254/16, and our own redis-server bound to that address
+    node i:   198.18.100.<i>/16     (its own awp root and listener: AwpServer)
+    client j: 198.18.100.<100+j>/16 (reaches every node directly, same source address to all)
 
 Nothing is configured in the root namespace. The Redis is started here, bound to the hub's
 address only, with no persistence (--save '' --appendonly no), and stopped by its PID.
@@ -99,7 +99,7 @@ class FleetLab:
         self._made.append(hub)
         sh(["ip", "-n", hub, "link", "set", "lo", "up"])
         sh(["ip", "-n", hub, "link", "add", "br0", "type", "bridge"])
-        sh(["ip", "-n", hub, "addr", "add", f"{REDIS_IP}/24", "dev", "br0"])
+        sh(["ip", "-n", hub, "addr", "add", f"{REDIS_IP}/16", "dev", "br0"])
         sh(["ip", "-n", hub, "link", "set", "br0", "up"])
         for i, host in enumerate(self.nodes + self.clients):
             sh(["ip", "netns", "add", host.name])
@@ -108,7 +108,7 @@ class FleetLab:
             sh(["ip", "-n", host.name, "link", "set", "lo", "up"])
             sh(["ip", "-n", hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.name])
             sh(["ip", "-n", hub, "link", "set", port, "master", "br0", "up"])
-            sh(["ip", "-n", host.name, "addr", "add", f"{host.ip4}/24", "dev", "eth0"])
+            sh(["ip", "-n", host.name, "addr", "add", f"{host.ip4}/16", "dev", "eth0"])
             sh(["ip", "-n", host.name, "link", "set", "eth0", "up"])
         for host in self.nodes + self.clients:
             wait_for(lambda: "state UP" in sh(["ip", "-n", host.name, "link", "show", "eth0"]).stdout, 5.0,
