@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import time
 
 import pytest
 import redis
@@ -154,6 +155,16 @@ class FakeRedis:
         self.keys[key] = (value, px)
         return True
 
+    def xrevrange(self, name, count=None):
+        return []
+
+    def hgetall(self, name):
+        return {}
+
+    def xread(self, streams, count=None, block=None):
+        time.sleep(block / 1000 / 10)
+        return []
+
 
 def fleet(required=False, node="a") -> tuple[Fleet, FakeRedis]:
     r = FakeRedis()
@@ -244,3 +255,23 @@ def test_received_messages_that_do_not_verify_are_ignored_and_logged(caplog):
     f._receive(good.sign(KEY), live=False)
     f._receive(good.sign(KEY), live=False)  # the same message again (a replay in Redis)
     assert f.inbox.qsize() == 1
+
+
+def test_a_failure_seen_on_the_packet_path_makes_the_consumer_catch_up_again():
+    """A stall shorter than the consumer's socket timeout: only the replay claim saw it, the
+    consumer's XREAD carried on. The consumer must still catch up and mark the fleet up."""
+    f, r = fleet()
+    f.up = False
+    f.start()
+    try:
+        assert f.up
+        r.down = True
+        f.gate(type("V", (), {"mac": "ab" * 32, "minute": int(NOW // 60), "action": "open"})(), None, time.time())
+        assert not f.up
+        r.down = False
+        deadline = time.monotonic() + 3
+        while not f.up and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert f.up, f.state()
+    finally:
+        f.stop()
