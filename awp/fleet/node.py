@@ -84,7 +84,7 @@ class Fleet:
         self.ignored = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._synced = threading.Event()
+        self._tried = threading.Event()  # the first catch-up ended, well or not
         self._last_degraded_log = 0.0
         self._threads: list[threading.Thread] = []
 
@@ -97,7 +97,7 @@ class Fleet:
             thread = threading.Thread(target=target, name=f"fleet-{target.__name__[1:]}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        if not self._synced.wait(CATCH_UP_BOUND):
+        if not self._tried.wait(CATCH_UP_BOUND):
             self._degraded(f"no catch-up within {CATCH_UP_BOUND:.0f} s")
 
     def stop(self) -> None:
@@ -195,7 +195,6 @@ class Fleet:
             self.down_since = time.time()
             self._last_degraded_log = 0.0
         self.down_reason = reason
-        self._synced.clear()
         self._degraded(reason)
 
     def _degraded(self, reason: str) -> None:
@@ -220,9 +219,12 @@ class Fleet:
                     after = entry_id
                     self._receive(line, live=False)
                 self.last_sync = time.time()
-            except store.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must live on: Redis errors, and bugs
+                if not isinstance(exc, store.Error):
+                    log.exception("fleet consumer failed")
                 after = None
                 self._lost(_why(exc))
+                self._tried.set()
                 self._stop.wait(RETRY)
 
     def _catch_up(self, r) -> str:
@@ -238,7 +240,7 @@ class Fleet:
         log.info("fleet connected store=%s node=%s live_grants=%d%s", self.fs.url, self.node, len(lines),
                  f" after {time.time() - was_down:.0f} s degraded" if was_down and self._synced_once else "")
         self._synced_once = True
-        self._synced.set()
+        self._tried.set()
         self._wake.set()  # the publisher sends what waited
         return after
 
@@ -281,7 +283,9 @@ class Fleet:
                     continue
                 try:
                     store.publish(r, msg.sign(self.fs.key), msg.key, msg.action, msg.expires, now)
-                except store.Error as exc:
+                except Exception as exc:  # noqa: BLE001 - as in _consume
+                    if not isinstance(exc, store.Error):
+                        log.exception("fleet publisher failed")
                     self._lost(f"publish failed: {_why(exc)}")
                     break
                 self.outbox.popleft()
