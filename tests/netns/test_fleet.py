@@ -79,7 +79,8 @@ def test_three_nodes_share_grants_and_one_replay_cache(fleet, nodes):
     b.log.wait(rejected("fleet-replay", cl.ip4), mark_b)
     assert "knock accepted" not in b.log.since(mark_b)
 
-    remote = fleet_state(b)["remote_grants"]
+    remote = []  # the listener writes the state awp status reads once a second
+    wait_for(lambda: remote.extend(fleet_state(b)["remote_grants"]) or remote, 3.0, "B's status to show the grant")
     assert [(g["port"], g["source"], g["node"]) for g in remote] == [(PORT, cl.ip4, "node1")]
 
     knock(b, cl, ip_b, CLOSE, "close")  # a close on B revokes on A and C
@@ -183,7 +184,8 @@ def test_check_names_a_missing_or_bad_fleet_key(fleet, nodes):
 @pytest.mark.parametrize("backend", ["nftables"])
 def test_a_stalled_redis_delays_a_knock_by_at_most_the_bound(fleet, nodes):
     """SIGSTOP: Redis accepts connections but never answers. The knock that finds it so waits
-    at most the packet path's socket timeout (0.2 s), the next ones do not wait at all."""
+    at most the packet path's socket timeout (0.2 s; bench/fleet_bench.py measures it), and the
+    next ones do not ask Redis until it answers again."""
     a, b = nodes(0), nodes(1)
     cl = fleet.clients[0]
     ip_a, ip_b = (h.ip4 for h in fleet.nodes)
@@ -194,8 +196,8 @@ def test_a_stalled_redis_delays_a_knock_by_at_most_the_bound(fleet, nodes):
         assert wait_connect(cl, ip_a)
         knock(a, cl, ip_a, CLOSE, "close")
         assert refused(cl, ip_a)
-        state = fleet_state(a)
-        assert state["connected"] is False and "Timeout" in state["degraded"], state
+        state = wait_fleet(a, False, timeout=3)  # the state file is rewritten once a second
+        assert "Timeout" in state["degraded"], state
     finally:
         fleet.redis.resume()
     wait_fleet(a, True, timeout=10)
