@@ -210,6 +210,14 @@ def _start_fleet(root: Root, listener: Listener):
     return fleet
 
 
+def _restart_on_fleet_change(old, new) -> None:
+    """The fleet client is built at start: a change of its settings ends this listener (as
+    SIGTERM does), and the supervisor or systemd starts it again with them."""
+    if any(getattr(old, f) != getattr(new, f) for f in ("fleet", "node", "fleet_required")):
+        log.warning("fleet settings changed: the listener restarts to apply them")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _drain(listener: Listener) -> None:
     listener.fleet.drain(listener.grants, {d.port for d in listener.doors.values()}, time.time())
 
@@ -229,6 +237,7 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         log.error("reload failed, keeping the running configuration: %s", exc)
         return sock
     old_group = listener.config.settings.nflog_group
+    _restart_on_fleet_change(listener.config.settings, config.settings)
     listener.configure(config)
     listener.grants = select(config.settings.backend).grants(config)
     log.info("listener reloaded doors=%d", len(listener.doors))
