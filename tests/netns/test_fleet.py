@@ -204,3 +204,27 @@ def test_a_stalled_redis_delays_a_knock_by_at_most_the_bound(fleet, nodes):
     wait_fleet(b, True, timeout=10)
     knock(a, cl, ip_a, OPEN, "open")
     assert wait_connect(cl, ip_b, timeout=PROPAGATE)
+
+
+@pytest.mark.parametrize("backend", ["nftables"])
+def test_joining_the_fleet_by_a_reapply_restarts_the_listener_and_keeps_grants(fleet, nodes):
+    from advanced_helpers import config_text, write_private
+    from fleet_helpers import FLEET_URL
+
+    a = nodes(0, FW_PORTKNOCK_FLEET="")
+    b = nodes(1)
+    cl = fleet.clients[0]
+    ip_a, ip_b = (h.ip4 for h in fleet.nodes)
+    before = a.pid()
+    knock(a, cl, ip_a, OPEN, "open")  # made alone: stays local
+    assert fleet_state(a) == {}
+    write_private(a.config_path, config_text(a.backend, FW_PORTKNOCK_FLEET=FLEET_URL, FW_PORTKNOCK_NODE="node1"))
+    a.apply()
+    wait_fleet(a, True, timeout=15)
+    assert a.pid() != before
+    assert wait_connect(cl, ip_a), "the grant made before the restart was lost"
+    mark = b.log.mark()
+    knock(a, cl, ip_a, CLOSE, "close")
+    knock(a, cl, ip_a, OPEN, "open")
+    assert wait_connect(cl, ip_b, timeout=PROPAGATE)
+    b.log.wait("fleet grant applied action=open .*from=node1", mark)
