@@ -23,7 +23,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from awp.fleet import store
 from awp.fleet.keys import Credentials
@@ -44,7 +44,7 @@ class FleetSettings:
     url: str
     node: str
     required: bool
-    key: bytes
+    key: bytes = field(repr=False)
     credentials: Credentials = Credentials()
     ca_file: str | None = None
 

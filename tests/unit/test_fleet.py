@@ -275,3 +275,8 @@ def test_a_failure_seen_on_the_packet_path_makes_the_consumer_catch_up_again():
         assert f.up, f.state()
     finally:
         f.stop()
+
+
+def test_the_fleet_settings_never_show_the_key_or_password():
+    fs = FleetSettings("redis://198.18.0.9", "a", False, KEY, keys.Credentials("awp", "pw-4711"))
+    assert KEY.hex() not in repr(fs) and str(KEY) not in repr(fs) and "pw-4711" not in repr(fs)
