@@ -133,6 +133,11 @@ def measure(lab, a, b, c, n: int, k: int) -> None:
     prop = run_trials(client, ip_a, ip_b, src.take(n))
     applied = [int(x) for x in re.findall(r"fleet grant applied action=open .*from=node1 .*latency_ms=(\d+)",
                                           b.log.since(mark_b))]
+    for failed in (r["src"] for r in prop if not r["ok"]):
+        src_re = re.escape(failed) + " "
+        progress(f"no connect to B from {failed}: A accepted it: "
+                 f"{bool(re.search('knock accepted .*src=' + src_re, a.log.text()))}, B applied it: "
+                 f"{bool(re.search('fleet grant applied .*src=' + src_re, b.log.since(mark_b)))}")
     progress(f"{n} trials each: knock A connect A (fleet on), knock C connect C (fleet off)")
     on = run_trials(client, ip_a, ip_a, src.take(n))
     off = run_trials(client, ip_c, ip_c, src.take(n))

@@ -57,15 +57,17 @@ def claim_many(r: redis.Redis, macs: list[tuple[str, int]], node: str, ttls_ms: 
     pipe.execute()
 
 
-def publish(r: redis.Redis, line: str, field: str, action: str, expires: int, now: float) -> None:
+def publish(r: redis.Redis, grants: list[tuple[str, str, str, int]], now: float) -> None:
+    """One MULTI for a batch of (signed line, field, action, expires)."""
     pipe = r.pipeline(transaction=True)
-    pipe.xadd(LOG, {"m": line}, maxlen=STREAM_MAX, approximate=True)
-    if action == "open":
-        pipe.hset(LIVE, field, line)
-        pipe.zadd(EXPIRY, {field: expires})
-    else:
-        pipe.hdel(LIVE, field)
-        pipe.zrem(EXPIRY, field)
+    for line, field, action, expires in grants:
+        pipe.xadd(LOG, {"m": line}, maxlen=STREAM_MAX, approximate=True)
+        if action == "open":
+            pipe.hset(LIVE, field, line)
+            pipe.zadd(EXPIRY, {field: expires})
+        else:
+            pipe.hdel(LIVE, field)
+            pipe.zrem(EXPIRY, field)
     pipe.eval(_PRUNE, 2, LIVE, EXPIRY, int(now))
     pipe.execute()
 
