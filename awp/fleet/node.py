@@ -71,6 +71,8 @@ def fleet_settings(root, settings) -> FleetSettings | None:
 
 
 class Fleet:
+    poll = 0.02  # s: the listener's NFLOG receive timeout in fleet mode, so it drains grants soon
+
     def __init__(self, fs: FleetSettings, connect=store.connect):
         self.fs = fs
         self.node = fs.node

@@ -112,7 +112,7 @@ def run_listener(root: Root) -> int:
     beat = _heartbeat(root, lock, listener, 0.0)
     try:
         while not flags["stop"]:
-            packets = sock.receive(timeout=0.1 if fleet else 1.0)
+            packets = sock.receive(timeout=fleet.poll if fleet else 1.0)  # fleet: drain grants soon
             if flags["reload"]:  # before handling: a knock sent after awp -s -f sees the new doors
                 flags["reload"] = False
                 sock = _reload(root, listener, sock)
