@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 from advanced_helpers import DOOR, AwpServer, write_private
@@ -34,19 +35,46 @@ class Redis:
         self.hub = hub
         self.proc: subprocess.Popen | None = None
         self.dir = tempfile.mkdtemp(prefix="awp-redis-")
+        self.extra: list[str] = []  # more redis-server arguments (TLS, an ACL user)
+        self.cli_args: list[str] = []
+        self.cli_env: dict[str, str] | None = None
 
     def start(self) -> None:
         argv = ["redis-server", "--bind", REDIS_IP, "--port", REDIS_PORT, "--save", "", "--appendonly", "no",
-                "--protected-mode", "no", "--dir", self.dir, "--logfile", "", "--loglevel", "warning"]
+                "--protected-mode", "no", "--dir", self.dir, "--logfile", "", "--loglevel", "warning",
+                *self.extra]
         self.proc = self.hub.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.ping(), 5.0, "redis-server to answer")
 
     def cli(self, *args, check: bool = True) -> str:
-        return self.hub.run(["redis-cli", "-h", REDIS_IP, "-p", REDIS_PORT, *args], check=check, timeout=10).stdout
+        return self.hub.run(["redis-cli", "-h", REDIS_IP, "-p", REDIS_PORT, *self.cli_args, *args], check=check,
+                            timeout=10, env=self.cli_env).stdout
 
     def ping(self) -> bool:
-        return self.hub.run(["redis-cli", "-h", REDIS_IP, "-p", REDIS_PORT, "ping"], check=False,
-                            timeout=5).stdout.strip() == "PONG"
+        return self.hub.run(["redis-cli", "-h", REDIS_IP, "-p", REDIS_PORT, *self.cli_args, "ping"], check=False,
+                            timeout=5, env=self.cli_env).stdout.strip() == "PONG"
+
+    def with_tls_and_acl(self, user: str, password: str) -> Path:
+        """Restart-ready arguments: TLS only (a CA and a server certificate made here with
+        openssl) and an ACL user limited to awp's keys; the default user is off. The password
+        goes to redis-server in an ACL file, never on a command line. Returns the CA file."""
+        d = Path(self.dir)
+        ssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        sh([*ssl, "-keyout", d / "ca.key", "-out", d / "ca.crt", "-subj", "/CN=awp test CA"])
+        sh(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "redis.key", "-out", d / "redis.csr",
+            "-subj", f"/CN={REDIS_IP}"])
+        (d / "san.ext").write_text(f"subjectAltName=IP:{REDIS_IP}\n")
+        sh(["openssl", "x509", "-req", "-in", d / "redis.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
+            "-CAcreateserial", "-days", "1", "-out", d / "redis.crt", "-extfile", d / "san.ext"])
+        acl = d / "users.acl"
+        acl.write_text(f"user default off\nuser {user} on >{password} ~awp:* &* +@all\n")
+        acl.chmod(0o600)
+        self.extra = ["--port", "0", "--tls-port", str(REDIS_PORT), "--tls-cert-file", str(d / "redis.crt"),
+                      "--tls-key-file", str(d / "redis.key"), "--tls-ca-cert-file", str(d / "ca.crt"),
+                      "--tls-auth-clients", "no", "--aclfile", str(acl)]
+        self.cli_args = ["--tls", "--cacert", str(d / "ca.crt"), "--user", user]
+        self.cli_env = {**os.environ, "REDISCLI_AUTH": password}
+        return d / "ca.crt"
 
     def kill(self) -> None:
         stop(self.proc, first=signal.SIGKILL)

@@ -228,3 +228,41 @@ def test_joining_the_fleet_by_a_reapply_restarts_the_listener_and_keeps_grants(f
     knock(a, cl, ip_a, OPEN, "open")
     assert wait_connect(cl, ip_b, timeout=PROPAGATE)
     b.log.wait("fleet grant applied action=open .*from=node1", mark)
+
+
+@pytest.mark.parametrize("backend", ["nftables"])
+def test_three_nodes_on_redis_over_tls_with_an_acl_user_the_password_only_in_fleet_auth(fleet, tmp_path, backend):
+    import shutil
+
+    from advanced_helpers import write_private
+    from fleet_helpers import REDIS_IP, REDIS_PORT
+
+    password = "pw-" + "7" * 20
+    fleet.redis.kill()
+    ca = fleet.redis.with_tls_and_acl("awp", password)
+    fleet.redis.start()
+    url = f"rediss://{REDIS_IP}:{REDIS_PORT}/0"
+    made = []
+    try:
+        for i, secret in ((0, password), (1, password), (2, "wrong-password")):
+            srv = fleet_node(fleet.nodes[i], tmp_path, backend, f"node{i + 1}", FW_PORTKNOCK_FLEET=url)
+            write_private(srv.base / "etc" / "fleet.auth", f"user = awp\npassword = {secret}\n")
+            shutil.copy(ca, srv.base / "etc" / "fleet-ca.pem")
+            made.append(srv)
+            srv.start()
+            fleet.nodes[i].serve_tcp(PORT)
+        a, b, c = made
+        cl = fleet.clients[0]
+        wait_fleet(a, True), wait_fleet(b, True)
+        state = wait_fleet(c, False)
+        assert re.search(r"Authentication|WRONGPASS|invalid username-password", state["degraded"]), state
+        knock(a, cl, fleet.nodes[0].ip4, OPEN, "open")
+        assert wait_connect(cl, fleet.nodes[1].ip4, timeout=PROPAGATE), "no grant over TLS"
+        assert refused(cl, fleet.nodes[2].ip4)  # C is not in the fleet: it cannot authenticate
+        for srv in made:
+            shown = srv.log.text() + json.dumps(fleet_state(srv)) + srv.awp("status").stdout
+            cmdline = open(f"/proc/{srv.pid()}/cmdline", "rb").read().decode(errors="replace")
+            assert password not in shown + cmdline and "wrong-password" not in shown + cmdline
+    finally:
+        for srv in made:
+            srv.cleanup()
