@@ -34,6 +34,7 @@ class Finding:
 def check_config(config: Config, listening: frozenset[tuple[str, int]] = frozenset()) -> list[Finding]:
     """Raise ConfigError for conflicts; return warnings (refused instead when strict)."""
     _refuse_port_conflicts(config)
+    _refuse_bad_commands(config)
     warnings = [*_settings_warnings(config), *_sequence_warnings(config), *_secret_warnings(config),
                 *_listening_warnings(config, listening), *_empty_warnings(config)]
     if warnings and config.settings.strict:
@@ -62,13 +63,36 @@ def _refuse_port_conflicts(config: Config) -> None:
         claim("tcp", door.port, "protected port", door.origin)
     for door in config.active_simple:
         for knock in door.knocks:
-            claim("tcp", knock, "knock port", door.origin)
+            claim(door.proto(knock), knock, "knock port", door.origin)
+    numbers = {k: d for d in config.active_simple for k in d.knocks}
     for door in config.active_advanced:
         if ("tcp", door.knock_port) in roles:
             role, other = roles[("tcp", door.knock_port)]
             raise ConfigError(f"knock port (field 2) is already used as {role} at {other}",
                               path=door.origin.path, line=door.origin.line)
         claim("udp", door.knock_port, "knock port", door.origin)
+    for door in config.active_simple:  # a simple knock port number means one knock, TCP or UDP
+        for knock in door.knocks:
+            other = numbers[knock]
+            if other is not door and other.proto(knock) != door.proto(knock):
+                raise ConfigError(f"knock port {knock} is a {door.proto(knock).upper()} knock here and a "
+                                  f"{other.proto(knock).upper()} knock at {other.origin}; use another port",
+                                  path=door.origin.path, line=door.origin.line)
+    _refuse_option_conflicts(config, claim)
+
+
+def _refuse_option_conflicts(config: Config, claim) -> None:
+    """Every section of the door options file names a door; its extra ports are nobody else's."""
+    doors = {d.port: d for d in (*config.active_simple, *config.active_advanced)}
+    for options in config.options:
+        if options.port not in doors:
+            raise ConfigError(f"[{options.port}]: port {options.port} is no door's protected port in the "
+                              "lists of the modes that are on", path=options.origin.path, line=options.origin.line)
+    for options in config.options:
+        where = options.origin_of("ports")
+        for low, high in options.extra_ranges:
+            for port in range(low, high + 1):
+                claim("tcp", port, f"[{options.port}] ports: protected port", where)
 
 
 def _settings_warnings(config: Config) -> list[Finding]:
@@ -82,6 +106,11 @@ def _settings_warnings(config: Config) -> list[Finding]:
         if nets and list(ipaddress.collapse_addresses(nets)) == [ipaddress.ip_network(everyone)]:
             found.append(Finding(None, f"FW_PORTKNOCK_ALLOW covers every IPv{version} address ({everyone}): "
                                        f"every door is open to all of IPv{version}, knock or not"))
+    s = config.settings
+    if s.ban and s.enabled and not s.allow:
+        found.append(Finding(None, "FW_PORTKNOCK_BAN is on and FW_PORTKNOCK_ALLOW is empty: anyone who sends "
+                                   "failed knocks with your address as their source can bar you from every "
+                                   "knock port; put your management network in FW_PORTKNOCK_ALLOW (awp(8), BAN)"))
     return found
 
 
@@ -109,6 +138,28 @@ def _secret_warnings(config: Config) -> list[Finding]:
                 found.append(Finding(door.origin, f"door {door.port}: {_short_secret(field, size)}"))
             if config.settings.pknock_compat and size > PKNOCK_SECRET_MAX:
                 found.append(Finding(door.origin, f"door {door.port}: {_long_for_pknock(field, size)}"))
+    return found + _reused_secrets(config)
+
+
+def _reused_secrets(config: Config) -> list[Finding]:
+    """A secret used in two places (two doors, or one door's open and another's close): a
+    knock made for one opens or closes the other too, and one leak costs both. Compared by
+    digest, so no secret is kept or shown; the warning names both places."""
+    import hashlib
+
+    first: dict[bytes, tuple[AdvancedDoor, str]] = {}
+    found = []
+    for door in config.active_advanced:
+        for field, secret in _secrets(door):
+            key = hashlib.sha256(secret.value).digest()
+            if key in first:
+                other, other_field = first[key]
+                found.append(Finding(door.origin, f"door {door.port}: {field} is the same as the {other_field} "
+                                                  f"of door {other.port} ({other.origin}): a knock for one door "
+                                                  "works on the other, and one leak opens both; give every door "
+                                                  "its own secrets (awp secret)"))
+            else:
+                first[key] = (door, field)
     return found
 
 
@@ -196,3 +247,141 @@ def parse_proc_net(text: str, state: str) -> set[int]:
         if len(cols) > 3 and cols[3] == state and ":" in cols[1]:
             ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+# --- door commands (on_open, on_close of portknock-doors) ---------------------------------
+
+
+def _refuse_bad_commands(config: Config) -> None:
+    """A door command's program exists, is a file its run_as user may execute, and nobody
+    but root (or that user) can change it or a directory above it; its user exists."""
+    import pwd
+
+    active = {d.port for d in (*config.active_simple, *config.active_advanced)}
+    for options in config.options:
+        if options.port not in active:
+            continue
+        for key in ("on_open", "on_close"):
+            argv = getattr(options, key)
+            if not argv:
+                continue
+            where = options.origin_of(key)
+            try:
+                user = pwd.getpwnam(options.run_as)
+            except KeyError:
+                where = options.origin_of("run_as")
+                raise ConfigError(f"[{options.port}] run_as: no such user {options.run_as!r} on this host",
+                                  path=where.path, line=where.line) from None
+            problem = command_problem(argv[0], user.pw_uid, _groups(user), user.pw_name)
+            if problem:
+                raise ConfigError(f"[{options.port}] {key}: {problem}", path=where.path, line=where.line)
+
+
+def _groups(user) -> frozenset[int]:
+    import os
+
+    return frozenset(os.getgrouplist(user.pw_name, user.pw_gid))
+
+
+def command_problem(program: str, uid: int, gids: frozenset[int], name: str = "") -> str | None:
+    """Why `program` may not be run as uid (None if it may)."""
+    import os
+    import stat
+
+    name = name or f"uid {uid}"
+    try:
+        real = os.path.realpath(program, strict=True)
+        st = os.stat(real)
+    except OSError as exc:
+        return f"{program}: {exc.strerror.lower() if exc.strerror else 'cannot be read'}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{program} is not a regular file"
+    if not _may(st, uid, gids, 0o1):
+        return f"{program} is not executable by user {name}"
+    trusted = (0, uid)
+    if st.st_uid not in trusted:
+        return f"{real} belongs to user {st.st_uid}, who could change it: it must be root's"
+    if st.st_mode & 0o022:
+        return f"{real} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it"
+    parent = os.path.dirname(real)
+    while True:
+        dst = os.stat(parent)
+        if not _may(dst, uid, gids, 0o1):
+            return f"directory {parent} cannot be entered by user {name}, who runs {program}"
+        sticky = dst.st_mode & stat.S_ISVTX
+        if dst.st_uid not in trusted or (dst.st_mode & 0o022 and not sticky):
+            return f"directory {parent} is writable by others: {program} could be replaced"
+        if parent == "/":
+            return None
+        parent = os.path.dirname(parent)
+
+
+def _may(st, uid: int, gids: frozenset[int], bit: int) -> bool:
+    """Whether uid (in gids) has permission `bit` (1 = x) by st's mode; root needs any x bit."""
+    if uid == 0:
+        return bool(st.st_mode & 0o111)
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def listener_notes(config: Config) -> list[str]:
+    """What `awp check` says about the listener beyond advanced mode."""
+    from awp.model import commanded_simple_ports
+
+    return [f"simple door {port} has commands (portknock-doors): the listener runs for it, "
+            "and awp -s -f starts it" for port in commanded_simple_ports(config)]
+
+
+# --- where a forwarding door sends its knockers (portknock-doors `forward`) -------------------
+
+
+def route_kind(address, runner=None) -> str:
+    """"local" (an address of this host), "none" (no route) or "route", as `ip route get`
+    says in this network namespace; "unknown" where `ip` cannot tell."""
+    from awp.backend.runner import run
+    from awp.errors import EnvironmentProblem
+
+    try:
+        result = (runner or run)(["ip", "-j", "route", "get", str(address)])
+    except EnvironmentProblem:
+        return "unknown"
+    if result.returncode != 0:
+        return "none" if "unreachable" in result.stderr.lower() else "unknown"
+    try:
+        import json
+        routes = json.loads(result.stdout or "[]")
+    except ValueError:
+        return "unknown"
+    if any(r.get("type") in ("local", "broadcast", "multicast") for r in routes):
+        return "local"
+    return "route" if routes else "none"
+
+
+def check_forwards(config: Config, route=route_kind) -> list[Finding]:
+    """Refuse a forward to an address of this host (that is a local port, not an inner host)
+    or to one no route reaches; `route(address)` says which (I/O: not in the parser)."""
+    active = {d.port for d in (*config.active_simple, *config.active_advanced)}
+    found = []
+    for options in config.options:
+        if options.port not in active:
+            continue
+        for key in ("forward", "forward6"):
+            target = getattr(options, key)
+            if target is None:
+                continue
+            where = options.origin_of(key)
+            kind = route(target.address)
+            if kind == "local":
+                raise ConfigError(f"[{options.port}] {key}: {target.address} is an address of this host; a forward "
+                                  "goes to another (inner) host, a local port needs no forward",
+                                  path=where.path, line=where.line)
+            if kind == "none":
+                raise ConfigError(f"[{options.port}] {key}: no route to {target.address} (ip route get); the "
+                                  "inner host must be reachable from this host", path=where.path, line=where.line)
+            if kind == "unknown":
+                found.append(Finding(where, f"[{options.port}] {key}: cannot tell whether {target.address} is "
+                                            "reachable (ip route get failed)"))
+    return found

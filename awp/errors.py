@@ -47,6 +47,14 @@ class ApplyError(AwpError):
     exit_code = 4
 
 
+class ConfirmPending(ApplyError):
+    """An `awp -s -f --confirm` waits for `awp confirm`; another apply is refused meanwhile."""
+
+
+class NothingToConfirm(UsageError):
+    """`awp confirm` with no `awp -s -f --confirm` pending."""
+
+
 class LockoutRefused(AwpError):
     """The apply would close the admin's own SSH port to them; --force overrides."""
 
@@ -65,6 +73,13 @@ class ListenerError(AwpError):
     exit_code = 7
 
 
+class DoorNotOpen(AwpError):
+    """awp knock --wait: the port did not answer in time (the knock may have been lost,
+    wrong, or the door closed)."""
+
+    exit_code = 8
+
+
 EXIT_CODES = {
     0: "success (also: nothing to change)",
     1: "unexpected awp error",
@@ -74,4 +89,5 @@ EXIT_CODES = {
     5: "refused: the change would lock out the current SSH session",
     6: "environment problem: not root, a tool missing, kernel feature missing",
     7: "listener error (advanced mode)",
+    8: "awp knock --wait: the port did not answer in time",
 }

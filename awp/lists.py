@@ -128,15 +128,24 @@ def _simple_door(token: str, spot: Spot) -> SimpleDoor:
     tokens = knocks_text.split(",")
     if len(tokens) > MAX_KNOCKS:
         raise spot.error(f"knock sequence has {len(tokens)} knocks; at most {MAX_KNOCKS} are allowed")
-    knocks = tuple(_knock(tok, i, spot) for i, tok in enumerate(tokens, start=1))
+    steps = [_knock(tok, i, spot) for i, tok in enumerate(tokens, start=1)]
+    knocks = tuple(knock for knock, _ in steps)
     _check_sequence(port, knocks, spot)
-    return SimpleDoor(port=port, knocks=knocks, origin=spot.origin)
+    udp = frozenset(knock for knock, proto in steps if proto == "udp")
+    return SimpleDoor(port=port, knocks=knocks, origin=spot.origin, udp=udp)
 
 
-def _knock(token: str, index: int, spot: Spot) -> int:
+def _knock(token: str, index: int, spot: Spot) -> tuple[int, str]:
+    """A knock port and its protocol: 2002 or 2002/tcp (a TCP SYN), 2002/udp (a datagram).
+    AEO's lists hold digits only, so the suffix never changes what an AEO list means."""
     if token == "":
         raise spot.error(f"knock {index} is empty (stray comma?)")
-    return parse_port(token, f"knock {index}", spot)
+    proto = "tcp"
+    if "/" in token:
+        token, proto = token.split("/", 1)
+        if proto not in ("tcp", "udp"):
+            raise spot.error(f'knock {index} has protocol "{proto}"; write /tcp or /udp (TCP if none)')
+    return parse_port(token, f"knock {index}", spot), proto
 
 
 def _check_sequence(port: int, knocks: tuple[int, ...], spot: Spot) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from awp.checks import Finding, check_config, listening_sockets
+from awp.checks import Finding, check_config, check_forwards, listening_sockets
+from awp.doors import load_door_options
 from awp.lists import load_advanced, load_simple
 from awp.model import Config
 from awp.paths import Root
@@ -15,9 +16,13 @@ def load_config(root: Root) -> Config:
     on = settings.enabled
     simple = load_simple(root.simple_list) if on and settings.simple else ()
     advanced = load_advanced(root.advanced_list) if on and settings.advanced else ()
-    return Config(settings, simple, advanced)
+    options = load_door_options(root.door_options) if on else ()  # optional file
+    return Config(settings, simple, advanced, options)
 
 
 def load_and_check(root: Root) -> tuple[Config, list[Finding]]:
     config = load_config(root)
-    return config, check_config(config, listening_sockets())
+    findings = check_config(config, listening_sockets())
+    if any(o.forwarded for o in config.options):
+        findings = [*check_forwards(config), *findings]
+    return config, findings

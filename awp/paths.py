@@ -39,6 +39,10 @@ class Root:
         return self.base / "etc" / "fleet.auth"
 
     @property
+    def door_options(self) -> Path:
+        return self.base / "etc" / "firewall" / "portknock-doors"
+
+    @property
     def pidfile(self) -> Path:
         return self.base / "var" / "run" / "awp-knockd.pid"
 

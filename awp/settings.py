@@ -36,6 +36,11 @@ _KEYS = {
     "FW_PORTKNOCK_FLEET": "fleet",
     "FW_PORTKNOCK_NODE": "node",
     "FW_PORTKNOCK_FLEET_REQUIRED": "fleet_required",
+    "FW_PORTKNOCK_SYSLOG": "syslog",
+    "FW_PORTKNOCK_BAN": "ban",
+    "FW_PORTKNOCK_BAN_AFTER": "ban_after",
+    "FW_PORTKNOCK_BAN_WINDOW": "ban_window",
+    "FW_PORTKNOCK_BAN_TIME": "ban_time",
 }
 
 

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from awp import snapshot
 from awp.backend import NAMES, Backend, Inspection, Plan, select
 from awp.errors import ApplyError, AwpError, ConfigError, EnvironmentProblem, ListenerError, LockoutRefused
 from awp.load import load_and_check, load_config
 from awp.lockout import lockout_risk
-from awp.model import Config, Settings
+from awp.model import Config, Settings, needs_listener
 from awp.paths import Root
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class Status:
     inspection: Inspection
     listener_pid: int | None
     supervisor_pid: int | None = None
-    listener_state: dict | None = None  # what the listener last wrote (replay cache trust)
+    listener_state: dict | None = None  # what the listener last wrote (replay cache trust, decisions)
     elsewhere: tuple[str, ...] = ()  # other backends that still hold awp state
+    confirm: dict | None = None  # a pending awp -s -f --confirm (awp.confirm.pending)
 
 
 def dry_run(config: Config, runner=None) -> Plan:
@@ -77,7 +79,16 @@ def apply(root: Root, config: Config, *, force: bool, ssh_connection: str | None
         backend.apply(plan)
         listener = _sync_listener(root, config, backend, plan)
         removed = _remove_others(backend, runner)
+        _remember(root, snapshot.record_applied)
     return Applied(config, plan, listener, removed)
+
+
+def _remember(root: Root, what) -> None:
+    """The copy of the applied files that `--confirm` rolls back to (awp.snapshot)."""
+    try:
+        what(root)
+    except OSError as exc:
+        log.warning("cannot record the applied configuration under %s: %s", snapshot.applied_dir(root), exc)
 
 
 def remove(root: Root, runner=None) -> tuple[str, ...]:
@@ -91,6 +102,7 @@ def remove(root: Root, runner=None) -> tuple[str, ...]:
             backend.apply(plan)
             log.info("removed awp's state backend=%s", backend.name)
             removed.append(backend.name)
+        _remember(root, snapshot.forget_applied)
         return tuple(removed)
 
 
@@ -100,10 +112,25 @@ def status(root: Root, runner=None) -> Status:
     config = load_config(root)
     backend = select(config.settings.backend, runner)
     inspection = backend.inspect(resolve_stealth(config, backend))
+    inspection = dataclasses.replace(inspection, sources=_hand_grants(root, inspection.sources))
     pid = control.running_pid(root)
     elsewhere = tuple(b.name for b, _ in _holding(runner, skip=backend.name))
+    from awp.confirm import pending
+
     return Status(config, inspection, pid, control.supervisor_pid(root), _listener_state(root) if pid else None,
-                  elsewhere)
+                  elsewhere, pending(root))
+
+
+def _hand_grants(root: Root, sources):
+    import time
+
+    from awp.grant import label_hand_grants, records
+
+    found = records(root)
+    return label_hand_grants(sources, found, time.time()) if found else sources
+
+
+STATE_MAX = 1 << 20  # the listener's state file: a few hundred bytes per door
 
 
 def new_fleet_key(root: Root, force: bool) -> Path:
@@ -124,7 +151,7 @@ def _listener_state(root: Root) -> dict | None:
 
     try:
         with open(root.listener_state, "rb") as fh:
-            return json.loads(fh.read(4096))
+            return json.loads(fh.read(STATE_MAX))
     except (OSError, ValueError):
         return None
 
@@ -133,7 +160,7 @@ def _sync_listener(root: Root, config: Config, backend: Backend, plan: Plan) -> 
     from awp.knockd import control
 
     try:
-        if config.active_advanced:
+        if needs_listener(config):  # advanced doors, or simple doors with commands
             return control.ensure(root)
         if control.stop(root):
             return "stopped: advanced mode is off"
@@ -181,7 +208,7 @@ def load(root: Root, runner=None):
     from awp.checks import Finding
 
     config, findings = load_and_check(root)
-    if config.active_advanced:
+    if needs_listener(config):
         from awp.knockd.replay import path_problem
 
         problem = path_problem(root.replay_cache)

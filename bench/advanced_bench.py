@@ -14,6 +14,7 @@ added to client 1's link (the server's 198.18.1.1/24 reaches them without a rout
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import re
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from addresses import route_pools
 from benchlib import (CpuSample, Knocker, Lab, Sender, fmt, link_rx, make_root, revision, steer_rx, summarize,
                       table)
 
@@ -38,13 +40,19 @@ class Plan:
     trials: int
     junk_rates: tuple[int, ...]  # 0: as fast as the sender goes
     bound: float  # seconds a knock may take before it counts as failed
-    warmup: float  # seconds of junk before the valid knock
+    warmup: float  # seconds of junk before the first valid knock
+    knocks: int  # valid knocks during each junk step, one after the other
+    repeats: tuple[int, ...]  # client repeats tried at each rate (1: a single datagram)
+
+
+REPEAT_GAP = 0.4  # seconds between two copies of a knock (knock.sh --repeat: 5 within 2 s)
+SPOOF_FIRST, SPOOF_SOURCES = "198.19.0.1", 65_535  # bench/addresses.py's flood pool
 
 
 def make_plan(quick: bool) -> Plan:
     if quick:
-        return Plan(10, (5000, 50000, 0), 3.0, 1.0)
-    return Plan(50, (1000, 5000, 10000, 20000, 30000, 50000, 100000, 0), 5.0, 1.0)
+        return Plan(10, (10000, 200000, 0), 3.0, 1.0, 5, (1, 5))
+    return Plan(30, (10000, 50000, 200000, 0), 3.0, 1.0, 15, (1, 5))
 
 
 def progress(text: str) -> None:
@@ -67,6 +75,12 @@ class Listener:
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
 
     def log_size(self) -> int:
         return self.log.stat().st_size
@@ -110,24 +124,26 @@ class Bench:
         for host in range(FIRST_EXTRA, FIRST_EXTRA + count):
             self.client.run(["ip", "addr", "add", f"198.18.1.{host}/24", "dev", "eth0"])
 
-    def knock(self) -> dict:
+    def knock(self, repeat: int = 1) -> dict:
         src = f"198.18.1.{self.next_host}"
         self.next_host += 1
         request = {"kind": "udp", "dst": self.lab.server_ip4(self.client), "port": PORT,
-                   "knock_port": KNOCK_PORT, "secret": OPEN_SECRET, "src": src, "bound": self.plan.bound}
+                   "knock_port": KNOCK_PORT, "secret": OPEN_SECRET, "src": src, "bound": self.plan.bound,
+                   "poll": 0.0005, "repeat": repeat, "repeat_gap": REPEAT_GAP}
         return {"src": src, **self.knocker.trial(request)}
 
-    def junk_step(self, listener: Listener, rate: int) -> dict:
+    def junk_step(self, listener: Listener, rate: int, repeat: int) -> dict:
+        """Right-sized junk from 65,535 spoofed sources at `rate`; plan.knocks valid knocks in it."""
         offset, drops0, cpu0 = listener.log_size(), listener.netlink_drops(self.server), listener.cpu_seconds()
         rx0, sys0, start = link_rx(self.server, "awp-c2"), CpuSample.read(), time.monotonic()
-        seconds = self.plan.warmup + self.plan.bound + 2
-        sender = Sender(self.junker, {"mode": "junk", "src": self.junker.ip4, "sport": 40000,
-                                      "dst": self.lab.server_ip4(self.junker), "port": KNOCK_PORT,
+        seconds = self.plan.warmup + self.plan.knocks * (self.plan.bound + 0.5) + 2
+        sender = Sender(self.junker, {"mode": "spoofjunk", "first": SPOOF_FIRST, "sources": SPOOF_SOURCES,
+                                      "sport": 40000, "dst": self.lab.server_ip4(self.junker), "port": KNOCK_PORT,
                                       "rate": rate, "count": int(seconds * (rate or 2_000_000)),
                                       "seconds": seconds})
         try:
             time.sleep(self.plan.warmup)
-            knock = self.knock()
+            knocks = [self.knock(repeat) for _ in range(self.plan.knocks)]
         finally:
             out = sender.stop()
         window = time.monotonic() - start
@@ -135,21 +151,23 @@ class Bench:
         rx1, sysc = link_rx(self.server, "awp-c2"), CpuSample.read().since(sys0)
         drain = listener.drain()
         text = listener.log_since(offset)
-        return {"rate": rate, "sent_pps": out["sent"] / out["elapsed"],
-                "delivered_pps": (rx1[0] - rx0[0]) / out["elapsed"], "knock": knock,
-                "listener_cpu_s": cpu, "listener_cpu_pct": 100.0 * cpu / window, "drain_s": drain,
+        return {"rate": rate, "repeat": repeat, "sent_pps": out["sent"] / out["elapsed"],
+                "delivered": rx1[0] - rx0[0], "delivered_pps": (rx1[0] - rx0[0]) / out["elapsed"],
+                "knocks": summarize(knocks), "log_bytes": listener.log_size() - offset,
+                "listener_cpu_s": cpu, "listener_cpu_pct": 100.0 * cpu / window, "window_s": window, "drain_s": drain,
                 "netlink_drops": listener.netlink_drops(self.server) - drops0,
                 "overrun_lines": [line for line in text.splitlines() if "overrun" in line],
-                "accepted": f"src={knock['src']}" in text and "knock accepted" in text,
-                "softirq_pct": sysc["softirq_pct"]}
+                "accepted": sum(f"src={k['src']} " in text for k in knocks),
+                "rss_kib": listener.rss_kib(), "softirq_pct": sysc["softirq_pct"]}
 
 
 def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
     lab.server.serve_tcp(PORT)
+    route_pools(lab)  # the spoofed pool is routed back via client 1, as in flood_bench.py
     steering = steer_rx(lab)
     root = make_root(workdir, awp_config(backend), None, f"{PORT},{KNOCK_PORT},{OPEN_SECRET},{CLOSE_SECRET}\n")
     bench = Bench(lab, plan)
-    bench.add_sources(plan.trials + len(plan.junk_rates))
+    bench.add_sources(plan.trials + len(plan.junk_rates) * len(plan.repeats) * plan.knocks)
     listener = None
     try:
         progress("awp -s -f (starts the listener)")
@@ -158,11 +176,15 @@ def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
         progress(f"latency: {plan.trials} knocks, each from its own address")
         latency = summarize([bench.knock() for _ in range(plan.trials)])
         latency["cpu_s"] = listener.cpu_seconds()
+        rss0 = listener.rss_kib()
         steps = []
         for rate in plan.junk_rates:
-            progress(f"junk at {rate or 'max'} pps, then one valid knock")
-            steps.append(bench.junk_step(listener, rate))
-        return {"steering": steering, "latency": latency, "steps": steps, "listener_pid": listener.pid}
+            for repeat in plan.repeats:
+                progress(f"junk at {rate or 'max'} pps from {SPOOF_SOURCES} spoofed sources, "
+                         f"{plan.knocks} valid knocks sent {repeat}x each")
+                steps.append(bench.junk_step(listener, rate, repeat))
+        return {"steering": steering, "latency": latency, "steps": steps, "listener_pid": listener.pid,
+                "rss_start_kib": rss0}
     finally:
         bench.knocker.close()
         remove(lab, root, listener)
@@ -183,25 +205,33 @@ def report(results: dict, plan: Plan, backend: str) -> None:
     print(results["steering"])
     print(f"\n1. knock-to-open latency, advanced mode, 1 door, no other traffic (backend {backend})")
     print(f"   {lat['ok']}/{lat['n']} opened; median {fmt(lat['median'])} ms, p95 {fmt(lat['p95'])} ms "
-          "(valid UDP knock sent -> first completed connect; polls every 5 ms)")
-    print(f"\n2. junk (64 random hex digits + newline) from client 2 to udp/{KNOCK_PORT}, one valid knock "
-          f"from client 1 after {plan.warmup:.0f} s of it (fails after {plan.bound:.0f} s)")
+          "(valid UDP knock sent -> first completed connect; polls every 0.5 ms)")
+    print(f"\n2. junk (64 random hex digits + newline, 65 bytes) from {SPOOF_SOURCES} spoofed sources to "
+          f"udp/{KNOCK_PORT}; {plan.knocks} valid knocks from client 1 after {plan.warmup:.0f} s of it, one after "
+          f"the other (each fails after {plan.bound:.0f} s), sent once or repeated every {REPEAT_GAP} s")
     rows = []
     for s in results["steps"]:
-        k = s["knock"]
+        k = s["knocks"]
         last = re.findall(r"overruns=(\d+)", "\n".join(s["overrun_lines"]))
-        rows.append([str(s["rate"] or "max"), fmt(s["sent_pps"], ".0f"), fmt(s["delivered_pps"], ".0f"),
-                     "yes" if k["ok"] else "NO", fmt(k["ms"]), "yes" if s["accepted"] else "no",
-                     fmt(s["listener_cpu_s"]), fmt(s["listener_cpu_pct"], ".0f"),
-                     fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]), str(len(s["overrun_lines"])),
-                     last[-1] if last else "0", fmt(s["drain_s"], ".1f")])
-    print(table(["junk pps", "sent pps", "delivered pps", "knock ok", "latency ms", "log: accepted", "listener cpu s", "listener cpu %",
-                 "cpu0 softirq %", "netlink drops", "overrun lines", "overruns", "drain s"], rows))
+        per_m = s["log_bytes"] * 1e6 / s["delivered"] if s["delivered"] else 0
+        rows.append([str(s["rate"] or "max"), str(s["repeat"]), fmt(s["sent_pps"], ".0f"), fmt(s["delivered_pps"], ".0f"),
+                     f"{k['ok']}/{k['n']}", fmt(k["median"]), fmt(k["p95"]), f"{s['accepted']}",
+                     fmt(s["listener_cpu_pct"], ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
+                     last[-1] if last else "0", fmt(per_m, ".0f"), str(s["rss_kib"] // 1024), fmt(s["drain_s"], ".1f")])
+    print(table(["junk pps", "sends", "sent pps", "delivered pps", "knocks ok", "median ms", "p95 ms", "log: accepted",
+                 "listener cpu %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
+                 "drain s"], rows))
+    total = sum(s["delivered"] for s in results["steps"])
+    print(f"\nlistener RSS {results['rss_start_kib'] / 1024:.1f} MiB before the junk, "
+          f"{results['steps'][-1]['rss_kib'] / 1024:.1f} MiB after {total:,} junk datagrams delivered")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer trials and rates (under a minute)")
+    p.add_argument("--rates", help="junk rates to run, comma-separated pps (0: max), instead of the plan's")
+    p.add_argument("--knocks", type=int, help="valid knocks per junk step instead of the plan's")
+    p.add_argument("--repeats", help="client repeats to try, comma-separated (default 1,3)")
     p.add_argument("--backend", choices=("auto", "nftables", "iptables-nft", "iptables-legacy"), default="auto",
                    help="FW_PORTKNOCK_BACKEND for the run (default: auto)")
     args = p.parse_args(argv)
@@ -209,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         print("advanced_bench: needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
     plan = make_plan(args.quick)
+    if args.rates:
+        plan = dataclasses.replace(plan, junk_rates=tuple(int(r) for r in args.rates.split(",")))
+    if args.knocks:
+        plan = dataclasses.replace(plan, knocks=args.knocks)
+    if args.repeats:
+        plan = dataclasses.replace(plan, repeats=tuple(int(r) for r in args.repeats.split(",")))
     print(f"awp advanced-mode benchmark ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"kernel {platform.release()}, {os.cpu_count()} CPUs, awp {revision()}")
     start = time.monotonic()

@@ -11,7 +11,8 @@ Reads one JSON request per line on stdin, answers one JSON line per request, end
 The clock starts just before the first knock leaves. tcp: one non-blocking connect() per
 knock port, each socket closed at once (a closed SYN_SENT socket never retransmits, so a
 lost knock stays lost), `gap` seconds apart (default 0: back to back). udp: one datagram with a valid one-time password for `src`
-(tests/unit/pknock_ref.py). Then a non-blocking connect() to `port` every `poll` seconds
+(tests/unit/pknock_ref.py), and again every `repeat_gap` seconds (default 0.4) until it was
+sent `repeat` times (default 1), as knock.sh --repeat does, while the polls go on. Then a non-blocking connect() to `port` every `poll` seconds
 (default POLL), each kept for KEEP seconds (at most MAX_PENDING at once), until one completes or `bound` seconds have
 passed since the last knock.
 Answer: {"ok": bool, "ms": latency or null, "polls": n}.
@@ -32,6 +33,7 @@ KEEP = 0.95  # under the first SYN retransmission (1 s): a poll is one SYN, but 
 MAX_TRIALS = 10_000
 MAX_BOUND = 10.0
 MAX_GAP = 5.0
+MAX_REPEAT = 10
 MIN_POLL = 0.0005
 MAX_PENDING = 200  # poll sockets kept at once (select() takes descriptors below 1024)
 
@@ -68,14 +70,17 @@ def udp_payload(req: dict) -> bytes:
     return ref_payload(req["secret"], req["src"], time.time())
 
 
-def poll_connect(req: dict, start: float) -> tuple[float | None, int]:
-    """Seconds from start to the first completed connect, or None; and polls sent."""
+def poll_connect(req: dict, start: float, resend=None) -> tuple[float | None, int]:
+    """Seconds from start to the first completed connect, or None; and polls sent.
+    resend(now) is called before each poll (the repeats of a UDP knock)."""
     deadline = time.perf_counter() + min(float(req["bound"]), MAX_BOUND)
     poll = max(float(req.get("poll", POLL)), MIN_POLL)
     pending: list[tuple[socket.socket, float]] = []
     polls = 0
     try:
         while time.perf_counter() < deadline:
+            if resend:
+                resend(time.perf_counter())
             sock = new_socket(socket.SOCK_STREAM, req.get("src"))
             sock.connect_ex((req["dst"], req["port"]))
             pending.append((sock, time.perf_counter()))
@@ -114,14 +119,27 @@ def expire(pending, older_than: float):
     return kept
 
 
+def repeater(req: dict, payload: bytes, start: float):
+    """The resend() of poll_connect: the knock's copies 2..repeat, repeat_gap seconds apart."""
+    times = [start + k * min(float(req.get("repeat_gap", 0.4)), MAX_GAP)
+             for k in range(1, min(int(req.get("repeat", 1)), MAX_REPEAT))]
+
+    def resend(now: float) -> None:
+        while times and times[0] <= now:
+            times.pop(0)
+            knock_udp(req, payload)
+    return resend
+
+
 def trial(req: dict) -> dict:
     payload = udp_payload(req) if req["kind"] == "udp" else b""
     start = time.perf_counter()
     if req["kind"] == "udp":
         knock_udp(req, payload)
+        seconds, polls = poll_connect(req, start, repeater(req, payload, start))
     else:
         knock_tcp(req)
-    seconds, polls = poll_connect(req, start)
+        seconds, polls = poll_connect(req, start)
     return {"ok": seconds is not None, "ms": None if seconds is None else seconds * 1000, "polls": polls}
 
 

@@ -7,6 +7,8 @@ mode "syn":  raw TCP SYNs from src:sport; "ports" is "scan" (1, 2, ... 65535, 1,
              or a list of ports sent round-robin.
 mode "junk": UDP datagrams of 64 random hex digits and a newline (an awp advanced-mode
              knock that is well formed but carries a wrong MAC) to dst:port.
+mode "spoofjunk": the junk datagrams of mode "junk" (65 bytes, hex-looking), each from one of
+             `sources` spoofed addresses counted up from `first` (whole IPv4+UDP headers).
 mode "spoof": raw TCP SYNs from `sources` distinct addresses counted up from `first`
              (spoofed: IP_HDRINCL), one per source for each of "ports" in turn: all sources
              hit ports[0], then all hit ports[1], ... (benchmarks keep them in 198.18.0.0/15).
@@ -75,12 +77,26 @@ def spoof_packets(a: dict) -> list[bytes]:
     return packets
 
 
+def spoofjunk_packets(a: dict) -> list[bytes]:
+    """IPv4 + UDP (checksum 0: none, as IPv4 allows) + 64 random hex digits and a newline,
+    one datagram per source."""
+    first = struct.unpack("!I", socket.inet_aton(a["first"]))[0]
+    sources = min(int(a["sources"]), MAX_SOURCES)
+    dst, sport, total = socket.inet_aton(a["dst"]), a.get("sport", 40000), 20 + 8 + 65
+    packets = []
+    for n in range(first, first + sources):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, socket.IPPROTO_UDP, 0, struct.pack("!I", n), dst)
+        udp = struct.pack("!HHHH", sport, a["port"], 8 + 65, 0)
+        packets.append(ip + udp + os.urandom(32).hex().encode() + b"\n")
+    return packets
+
+
 def junk_packets(pool: int = 4096) -> list[bytes]:
     return [os.urandom(32).hex().encode() + b"\n" for _ in range(pool)]
 
 
 def open_socket(a: dict) -> tuple[socket.socket, tuple]:
-    if a["mode"] == "spoof":
+    if a["mode"] in ("spoof", "spoofjunk"):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
         addr = (a["dst"], 0)
     elif a["mode"] == "syn":
@@ -144,7 +160,8 @@ def main() -> int:
     a = json.loads(sys.argv[1])
     if "cpu" in a:
         os.sched_setaffinity(0, {a["cpu"]})
-    build = {"syn": syn_packets, "spoof": spoof_packets, "junk": lambda _: junk_packets()}[a["mode"]]
+    build = {"syn": syn_packets, "spoof": spoof_packets, "junk": lambda _: junk_packets(),
+             "spoofjunk": spoofjunk_packets}[a["mode"]]
     packets = build(a)
     count = min(int(a["count"]), MAX_COUNT)
     seconds = min(float(a["seconds"]), MAX_SECONDS)

@@ -20,10 +20,12 @@ PROG=${0##*/}
 readonly PROG
 readonly EX_FAIL=1 EX_USAGE=2
 readonly MAX_EPOCH=257698037759 # 2^32 minutes - 1 second
+readonly MAX_REPEAT=5 REPEAT_GAP=0.4 # -r: at most 5 copies, all sent within 1.6 s
 
 usage() {
 	cat <<EOF
-usage: $PROG [-4 | -6] [-s ADDR] [-t EPOCH] [-n] <dst> <knock port> <secret | ->
+usage: $PROG [-4 | -6] [-s ADDR] [-t EPOCH] [-r COUNT] [-n] [-w PORT [-W SECONDS] [-T TRIES]]
+       <dst> <knock port> <secret | ->
 
 Send one one-time password for awp's advanced mode (xt_pknock UDP mode).
 
@@ -32,11 +34,23 @@ Send one one-time password for awp's advanced mode (xt_pknock UDP mode).
             else python3, else /proc/net/udp)
   -4, -6    use IPv4 / IPv6 only (to resolve a host name)
   -t EPOCH  use this time (seconds since the epoch) instead of now
+  -r COUNT, --repeat COUNT
+            send the datagram COUNT times (1-$MAX_REPEAT, default 1), $REPEAT_GAP s apart, in case
+            one is lost (a flood at the server); the server grants once
   -n        dry run: print the MAC on stdout, the source on stderr; send nothing
+  -w PORT, --wait PORT
+            after the knock, try a TCP connect to PORT of <dst> until it answers;
+            exit 0 only if it does (needs timeout(1) from coreutils)
+  -W SECONDS, --wait-timeout SECONDS
+            with -w: give up after SECONDS in all (1-600, default 10)
+  -T TRIES, --tries TRIES
+            with -w: knock up to TRIES times (1-20, default 3), spread over the
+            timeout; each knock is computed afresh (a lost datagram is resent)
   -h        show this help
 
 A secret of '-' is read from the first line of standard input, which keeps it
-out of ps and the shell history. Exit status: 0 sent, 1 failure, 2 usage error.
+out of ps and the shell history. Exit status: 0 sent (with -w: the port
+answered), 1 failure (with -w: the port did not answer in time), 2 usage error.
 EOF
 }
 
@@ -316,9 +330,15 @@ read_secret() {
 	SECRET=$secret
 }
 
-check_port() {
+check_port() { # $1 port, $2 what it is (default: knock port)
 	if ! [[ $1 =~ ^[0-9]{1,5}$ ]] || ((10#$1 < 1 || 10#$1 > 65535)); then
-		usage_error "knock port must be 1-65535, got '$1'"
+		usage_error "${2:-knock port} must be 1-65535, got '$1'"
+	fi
+}
+
+check_repeat() {
+	if ! [[ $1 =~ ^[0-9]{1,2}$ ]] || ((10#$1 < 1 || 10#$1 > MAX_REPEAT)); then
+		usage_error "-r wants a count of 1-$MAX_REPEAT, got '$1'"
 	fi
 }
 
@@ -334,19 +354,134 @@ send() {
 		fail "could not send to $dst port $port"
 }
 
+# Sets ARGS to "$@" with the long options spelled as their short ones and moved before
+# the arguments (short options must come first, as getopts wants; a secret such as "-n"
+# after <dst> stays an argument).
+long_options() {
+	local -a opts=() args=()
+	while (($#)); do
+		case $1 in
+		--wait | --wait-timeout | --tries | --repeat)
+			(($# >= 2)) || usage_error "option $1 needs a value"
+			opts+=("$(short_of "$1")" "$2")
+			shift
+			;;
+		--wait=* | --wait-timeout=* | --tries=* | --repeat=*) opts+=("$(short_of "${1%%=*}")" "${1#*=}") ;;
+		*)
+			if ((${#args[@]})) || [[ $1 == - || $1 != -* ]]; then
+				args+=("$1")
+			elif [[ $1 == -- ]]; then
+				shift
+				args+=("$@")
+				break
+			elif [[ $1 == --* ]]; then
+				usage_error "unknown option $1"
+			elif [[ $1 =~ ^-[46nh]*[stwWTr]$ ]] && (($# >= 2)); then
+				opts+=("$1" "$2")
+				shift
+			else
+				opts+=("$1")
+			fi
+			;;
+		esac
+		shift
+	done
+	ARGS=("${opts[@]}" -- "${args[@]}")
+}
+
+short_of() {
+	case $1 in
+	--wait) printf '%s\n' -w ;;
+	--wait-timeout) printf '%s\n' -W ;;
+	--tries) printf '%s\n' -T ;;
+	--repeat) printf '%s\n' -r ;;
+	esac
+}
+
+check_count() { # $1 option, $2 value, $3 max
+	if ! [[ $2 =~ ^[0-9]{1,3}$ ]] || ((10#$2 < 1 || 10#$2 > $3)); then
+		usage_error "$1 must be 1-$3, got '$2'"
+	fi
+}
+
+# One knock: a MAC for the time given with -t, else for now.
+knock_once() {
+	local now=$FIXED_TIME mac
+	[[ -n $now ]] || printf -v now '%(%s)T' -1
+	mac=$(hmac_sha256 "$KEY_HEX" "$ADDR_HEX$(minute_le_hex "$now")") || fail "openssl failed"
+	if ((DRY)); then
+		printf '%s\n' "$mac"
+		printf '%s: source address %s\n' "$PROG" "$SRC" >&2
+		return 0
+	fi
+	local i
+	for ((i = 1; i <= REPEAT; i++)); do
+		((i == 1)) || sleep "$REPEAT_GAP"
+		send "$DST" "$PORT" "$mac"
+	done
+}
+
+# True iff a TCP connect to $1 port $2 completes within $3 seconds.
+tcp_answers() {
+	# shellcheck disable=SC2016 # the inner bash expands $0 and $1
+	timeout -k 1 "$3" bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+}
+
+# Sets NOW_MS: the wall clock in milliseconds (bash 5's EPOCHREALTIME, else whole seconds).
+now_ms() {
+	local t=${EPOCHREALTIME:-}
+	t=${t/,/.}
+	if [[ $t =~ ^([0-9]+)\.([0-9]{3}) ]]; then
+		NOW_MS=$((BASH_REMATCH[1] * 1000 + 10#${BASH_REMATCH[2]}))
+	else
+		printf -v t '%(%s)T' -1
+		NOW_MS=$((t * 1000))
+	fi
+}
+
+# Knock, then try the port for this try's share of the time left; up to TRIES knocks.
+knock_and_wait() {
+	local port=$1 total=$2 tries=$3 n end slice_end left
+	now_ms
+	end=$((NOW_MS + total * 1000))
+	for ((n = 1; n <= tries; n++)); do
+		knock_once
+		now_ms
+		slice_end=$((NOW_MS + (end - NOW_MS) / (tries - n + 1)))
+		while ((NOW_MS < slice_end)); do
+			left=$((slice_end - NOW_MS))
+			printf -v left '%d.%03d' $((left / 1000)) $((left % 1000))
+			if tcp_answers "$DST" "$port" "$left"; then
+				printf '%s: TCP port %s of %s answers (after %d knock(s))\n' "$PROG" "$port" "$DST" "$n" >&2
+				return 0
+			fi
+			now_ms
+			((slice_end - NOW_MS > 200)) && sleep 0.2
+			now_ms
+		done
+	done
+	fail "TCP port $port of $DST did not answer within $total s after $tries knock(s)"
+}
+
 main() {
-	local opt want='' dry=0 now='' port mac key_hex
-	SRC=
+	local opt want='' wait='' total=10 tries=3
+	SRC='' DRY=0 FIXED_TIME='' REPEAT=1
+	long_options "$@"
+	set -- "${ARGS[@]}"
 	OPTIND=1
-	while getopts ':s:46t:nh' opt; do
+	while getopts ':s:46t:r:nw:W:T:h' opt; do
 		case $opt in
 		s) SRC=$OPTARG ;;
+		w) check_port "$OPTARG" "-w/--wait port" && wait=$((10#$OPTARG)) ;;
+		W) check_count "-W/--wait-timeout" "$OPTARG" 600 && total=$((10#$OPTARG)) ;;
+		T) check_count "-T/--tries" "$OPTARG" 20 && tries=$((10#$OPTARG)) ;;
 		4 | 6)
 			[[ -z $want || $want == "$opt" ]] || usage_error "-4 and -6 exclude each other"
 			want=$opt
 			;;
-		t) check_time "$OPTARG" && now=$((10#$OPTARG)) ;;
-		n) dry=1 ;;
+		t) check_time "$OPTARG" && FIXED_TIME=$((10#$OPTARG)) ;;
+		r) check_repeat "$OPTARG" && REPEAT=$((10#$OPTARG)) ;;
+		n) DRY=1 ;;
 		h) usage && exit 0 ;;
 		:) usage_error "option -$OPTARG needs a value" ;;
 		*) usage_error "unknown option -$OPTARG" ;;
@@ -354,24 +489,23 @@ main() {
 	done
 	shift $((OPTIND - 1))
 	(($# == 3)) || usage_error "expected <dst> <knock port> <secret>, got $# argument(s)"
-	port=$2
-	check_port "$port"
+	PORT=$2
+	check_port "$PORT"
+	((DRY && ${#wait})) && usage_error "-n sends nothing: it does not go with -w"
 	resolve_dst "$want" "$1"
 	read_secret "$3"
 	command -v openssl >/dev/null || fail "openssl not found"
 	command -v od >/dev/null || fail "od not found"
+	[[ -z $wait ]] || command -v timeout >/dev/null || fail "timeout (coreutils) not found; -w needs it"
 	[[ -n $SRC ]] || route_src "$FAMILY" "$DST"
 	source_bytes "$FAMILY"
-	[[ -n $now ]] || printf -v now '%(%s)T' -1
-	key_hex=$(secret_hex "$SECRET") || fail "cannot read the secret"
+	KEY_HEX=$(secret_hex "$SECRET") || fail "cannot read the secret"
 	unset SECRET
-	mac=$(hmac_sha256 "$key_hex" "$ADDR_HEX$(minute_le_hex "$now")") || fail "openssl failed"
-	if ((dry)); then
-		printf '%s\n' "$mac"
-		printf '%s: source address %s\n' "$PROG" "$SRC" >&2
-		return 0
+	if [[ -n $wait ]]; then
+		knock_and_wait "$wait" "$total" "$tries"
+	else
+		knock_once
 	fi
-	send "$DST" "$port" "$mac"
 }
 
 if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 2))); then

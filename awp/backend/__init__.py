@@ -49,16 +49,30 @@ class Inspection:
     refused: dict[str, int] = field(default_factory=dict)  # "progress", "open": refused, set full
     matches: bool = True  # the kernel holds exactly what the configuration compiles to
     differs: tuple[str, ...] = ()  # what does not match ("IPv4", "inet awp table", ...)
+    banned: tuple[tuple[str, int], ...] = ()  # FW_PORTKNOCK_BAN: (source, seconds left)
+    ban_counters: dict[str, int] = field(default_factory=dict)  # "dropped", "kernel_bans"; {}: ban off
 
 
 class Grants(Protocol):
-    """Advanced-mode grants, held by the kernel with their own expiry."""
+    """Advanced-mode grants, held by the kernel with their own expiry. The listener writes
+    them for knocks, `awp grant` and `awp revoke` for an admin (awp.grant)."""
+
+    ttl_per_grant: bool  # open() honours `ttl`; False: every grant lives FW_PORTKNOCK_AUTOCLOSE
 
     def open(self, port: int, src: Address, ttl: int) -> None: ...
 
     def close(self, port: int, src: Address) -> bool: ...  # False: nothing was open
 
     def list(self) -> list[tuple[int, str, int]]: ...  # (port, source, seconds left)
+
+
+class Bans(Protocol):
+    """FW_PORTKNOCK_BAN: sources barred from every knock port, held by the kernel with their
+    own expiry (the listener adds the advanced-mode ones; the kernel adds simple-mode ones)."""
+
+    def ban(self, src: Address, seconds: int) -> None: ...
+
+    def list(self) -> list[tuple[str, int]]: ...  # (source, seconds left)
 
 
 class Backend(Protocol):
@@ -72,6 +86,8 @@ class Backend(Protocol):
     def rollback(self, plan: Plan) -> None: ...  # undo an applied plan
 
     def grants(self, config: Config) -> Grants: ...
+
+    def bans(self, config: Config) -> Bans: ...
 
     def inspect(self, config: Config) -> Inspection: ...
 

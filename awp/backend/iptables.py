@@ -45,7 +45,7 @@ class TablePlan:
     def changed(self) -> bool:
         c = self.current
         return not (c.digest == self.desired.tag and c.chains == self.desired.names
-                    and c.hook == bool(self.desired.chains))
+                    and c.hooked == self.desired.hooks)
 
 
 class IptablesBackend:
@@ -60,6 +60,7 @@ class IptablesBackend:
         self.runner = runner
         self.name = f"iptables-{variant}"
         self.tables = [IptablesTable(family, variant, runner) for family in FAMILIES]
+        self.nat_tables = [IptablesTable(family, variant, runner, "nat") for family in FAMILIES]
 
     def plan(self, config: Config) -> Plan:
         steps = []
@@ -74,9 +75,23 @@ class IptablesBackend:
             current = table.state(snapshot)
             desired = table.compile(config)
             steps.append(TablePlan(table, snapshot, current, desired, table.render(desired, current)))
+        steps += self._nat_steps(config, steps)
         text = "".join(f"# {p.table.tool}-restore --noflush{'' if p.changed else ' (no change)'}\n{p.text}"
                        for p in steps)
         return Plan(self.name, any(p.changed for p in steps), text, tuple(steps))
+
+    def _nat_steps(self, config: Config, filters: list[TablePlan]) -> list[TablePlan]:
+        """The nat tables, only where a door forwards or awp's chains are still there to remove:
+        without forwarding, awp never touches (nor creates) a nat table."""
+        steps = []
+        for filter_plan in filters:
+            table = self.nat_tables[FAMILIES.index(filter_plan.table.family)]
+            snapshot = table.snapshot(filter_plan.table.last_save)
+            current = table.state(snapshot)
+            desired = table.compile(config)
+            if desired.chains or current.chains or current.hooked:
+                steps.append(TablePlan(table, snapshot, current, desired, table.render(desired, current)))
+        return steps
 
     def apply(self, plan: Plan) -> None:
         """Validate every changed table, then load them in order; roll back on failure."""
@@ -90,9 +105,12 @@ class IptablesBackend:
             except ApplyError:
                 _roll_back(done)
                 raise
-            log.info("loaded backend=%s family=ipv%d chains=%d digest=%s", self.name, p.table.family,
-                     len(p.desired.chains), p.desired.tag or "none")
+            log.info("loaded backend=%s family=ipv%d table=%s chains=%d digest=%s", self.name, p.table.family,
+                     p.table.table, len(p.desired.chains), p.desired.tag or "none")
             done.append(p)
+        for p in todo:  # the nat table awp made for a forward goes with the last forward
+            if p.table.table == "nat" and not p.desired.chains:
+                p.table.drop_if_empty()
 
     def rollback(self, plan: Plan) -> None:
         _roll_back([p for p in plan.steps if p.changed])
@@ -100,6 +118,10 @@ class IptablesBackend:
     def grants(self, config: Config):
         from awp.backend.recent import RecentGrants
         return RecentGrants(config)
+
+    def bans(self, config: Config):
+        from awp.backend.xt_bans import RecentBans
+        return RecentBans(config)
 
     def advice(self, config: Config) -> list[str]:
         """Other nftables tables apply beside iptables too (iptables-nft's own filter tables,

@@ -21,8 +21,14 @@ def _set(src: Address) -> str:
 
 
 class NftGrants:
-    def __init__(self, backend):
+    """A grant to a door with more ports (portknock-doors) is one element per port: nft looks
+    up `saddr . dport` only; list() shows the door's own port."""
+
+    ttl_per_grant = True  # each element has its own timeout: `awp grant --for` works
+
+    def __init__(self, backend, config=None):
         self.backend = backend
+        self.config = config
         self._nft = None
         from awp.backend.libnft import Nft
         if Nft.available():
@@ -33,11 +39,17 @@ class NftGrants:
             return self._nft.run(commands)
         return self.backend.runner(["nft", "-f", "-"], commands)
 
+    def _ports(self, port: int) -> tuple[int, ...]:
+        return self.config.door_ports(port) if self.config is not None else (port,)
+
     def open(self, port: int, src: Address, ttl: int) -> None:
         """Add or refresh: the element ends up with exactly `ttl` seconds left."""
-        elem = f"{T} {_set(src)} {{ {src} . {port} }}"
-        result = self._run(f"add element {elem}\ndelete element {elem}\n"
-                           f"add element {T} {_set(src)} {{ {src} . {port} timeout {max(1, int(ttl))}s }}\n")
+        commands = ""
+        for p in self._ports(port):
+            elem = f"{T} {_set(src)} {{ {src} . {p} }}"
+            commands += (f"add element {elem}\ndelete element {elem}\n"
+                         f"add element {T} {_set(src)} {{ {src} . {p} timeout {max(1, int(ttl))}s }}\n")
+        result = self._run(commands)
         if result.returncode != 0:
             raise EnvironmentProblem(f"cannot write the grant for port {port}: {result.stderr.strip()[:200]} "
                                      "(run awp -s -f first?)")
@@ -46,12 +58,21 @@ class NftGrants:
         elem = f"{T} {_set(src)} {{ {src} . {port} }}"
         if self._run(f"get element {elem}").returncode != 0:
             return False
-        return self._run(f"delete element {elem}").returncode == 0
+        closed = self._run(f"delete element {elem}").returncode == 0
+        for p in self._ports(port):
+            if p != port:
+                self._run(f"delete element {T} {_set(src)} {{ {src} . {p} }}")  # absent: no matter
+        return closed
+
+    def _own(self, port: int) -> bool:
+        return not any(port != o.port and port in o.all_ports for o in self.config.options)
 
     def list(self) -> list[tuple[int, str, int]]:
         found = []
         for family in (4, 6):
             for e in self.backend.elements(f"grant{family}"):
                 addr, port = e["key"]
+                if self.config is not None and not self._own(int(port)):
+                    continue  # another port of a door: the door's own element says it
                 found.append((int(port), str(addr), e["expires"]))
         return sorted(found)

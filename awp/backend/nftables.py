@@ -79,7 +79,8 @@ def render_transaction(desired: NftRuleset, current: TableState, migrate: dict[s
     lines += [f"flush {'map' if by_name[name].data else 'set'} {T} {name}"
               for name in desired.flush_sets if name in current.sets]
     for chain in desired.chains:
-        hook = f" {{ type filter hook input priority {PRIORITY}; policy accept; }}" if chain.base else ""
+        hook = f" {{ type filter hook input priority {PRIORITY}; policy accept; }}" if chain.base else (
+            f" {{ {chain.hook} }}" if chain.hook else "")
         lines.append(f"add chain {T} {chain.name}{hook}")
     lines += [f"add rule {T} {c.name} {rule}" for c in desired.chains for rule in c.rules]
     for name, elements in sorted(migrate.items()):
@@ -195,7 +196,11 @@ class NftablesBackend:
 
     def grants(self, config: Config):
         from awp.backend.nft_grants import NftGrants
-        return NftGrants(self)
+        return NftGrants(self, config)
+
+    def bans(self, config: Config):
+        from awp.backend.nft_bans import NftBans
+        return NftBans(self)
 
     def inspect(self, config: Config) -> Inspection:
         from awp.backend.nft_status import inspect

@@ -116,6 +116,8 @@ class RecentGrants:
     xt_recent keeps only a last-seen time: the rule checks it with --seconds
     FW_PORTKNOCK_AUTOCLOSE, so every grant lives exactly that long whatever `ttl` says."""
 
+    ttl_per_grant = False  # one lifetime per door; `awp grant --for` is refused here
+
     def __init__(self, config, lists: RecentLists | None = None):
         self.config = config
         self.lists = lists or RecentLists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from awp.backend import Inspection, SourceState
 from awp.backend.counters import door_counters
 from awp.backend.recent import KernelClock, RecentLists, kernel_clock
+from awp.backend.xt_bans import ban_status
 from awp.compile.iptables import DOOR_BITS, door_bit_list, grant_list, open_list, shared_stage_list
 from awp.model import Config
 
@@ -12,13 +13,17 @@ from awp.model import Config
 def inspect(backend, config: Config, lists: RecentLists | None = None) -> Inspection:
     sources = door_sources(config, lists or RecentLists(), kernel_clock())
     totals: dict[int, tuple[int, int]] = {}
+    door_of = {p: d.port for d in (*config.active_simple, *config.active_advanced) for p in config.door_ports(d.port)}
     for table in backend.tables:
         for port, c in door_counters(table).items():
+            port = door_of.get(port, port)  # a door's other ports count for the door
             accepted, dropped = totals.get(port, (0, 0))
             totals[port] = (accepted + c.accepted, dropped + c.dropped)
     plan = backend.plan(config)
-    differs = tuple(f"IPv{p.table.family}" for p in plan.steps if p.changed)
-    return Inspection(backend.name, tuple(sources), totals, {}, not differs, differs)
+    differs = tuple(f"IPv{p.table.family}" + ("" if p.table.table == "filter" else f" {p.table.table}")
+                    for p in plan.steps if p.changed)
+    return Inspection(backend.name, tuple(sources), totals, {}, not differs, differs,
+                      **ban_status(backend, config, lists))
 
 
 def door_sources(config: Config, lists: RecentLists, clock: KernelClock) -> list[SourceState]:

@@ -40,6 +40,7 @@ MAC_MARGIN = 60  # seconds a claim outlives its MAC (for nodes whose clocks diff
 OUTBOX_MAX = 10000
 SEEN_MAX = 20000
 PUBLISH_BATCH = 200
+PUBLISHED = frozenset({"open", "close", "nothing-to-close"})  # the Decisions that go to the fleet
 SWITCH_INTERVAL = 0.0005  # s: the packet path gets the GIL back soon after its Redis reply
 
 
@@ -134,8 +135,11 @@ class Fleet:
         return verdict
 
     def observe(self, decision) -> None:
-        """Observer (awp.knockd.events): queue each accepted open or close for the fleet."""
-        if decision.mode != "advanced" or decision.action == "reject" or decision.port is None:
+        """Observer (awp.knockd.events): queue each accepted open or close for the fleet (a
+        close that found nothing here too: the grant may live on another node). Never a
+        reject, nor a "repeat" (the client's copy of a knock accepted already: its grant went
+        out with the first), nor a simple door's open (simple-mode state stays on the node)."""
+        if decision.mode != "advanced" or decision.port is None or decision.action not in PUBLISHED:
             return
         action = "open" if decision.action == "open" else "close"
         expires = int(decision.time + decision.expires_in) if action == "open" else 0

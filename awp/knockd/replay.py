@@ -58,6 +58,7 @@ class ReplayCache:
         self.floor = -1  # MACs of minutes <= floor count as seen (an untrusted cache)
         self.trust = Trust(True, "missing")
         self._entries: dict[str, int] = {}
+        self._accepted_at: dict[str, float] = {}  # in memory only: when this process accepted it
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -69,11 +70,13 @@ class ReplayCache:
             raw = _read_regular(self.path, (self.max_entries + 2) * 80)
         except FileNotFoundError:
             self.trust = Trust(True, "missing")
+            self._load_journal()
             return self.trust
         except (OSError, ValueError) as exc:
             self.trust = Trust(False, f"{self.path}: {_why(exc)}")
             return self.trust
         self.trust = self._parse(raw.decode("ascii", "replace"))
+        self._load_journal()
         self._evict_to(self.max_entries)
         return self.trust
 
@@ -97,13 +100,66 @@ class ReplayCache:
         """Whether this MAC was (or, from an untrusted cache, may have been) accepted."""
         return mac_hex in self._entries or (minute is not None and minute <= self.floor)
 
-    def add(self, mac_hex: str, minute: int, now_minute: int) -> None:
-        """Remember an accepted MAC, prune and bound the cache, and persist it."""
+    def accepted_within(self, mac_hex: str, now: float, seconds: float) -> bool:
+        """Whether this process accepted the MAC at most `seconds` before `now` (a repeat)."""
+        at = self._accepted_at.get(mac_hex)
+        return at is not None and 0.0 <= now - at <= seconds
+
+    def add(self, mac_hex: str, minute: int, now_minute: int, at: float | None = None,
+            sync: bool = True) -> None:
+        """Remember an accepted MAC (accepted at `at`, seconds), prune and bound the cache,
+        and persist it (rewritten, renamed into place, fsynced).
+
+        sync=False is the listener's fast path: the entry is only appended to the journal
+        (`<path>.journal`, one line, no rename, no fsync: tens of microseconds where the
+        rewrite takes milliseconds on ext4), and `sync()` after the grant does the rewrite
+        and removes the journal. The entry is in a file before the grant either way, so a
+        crash of the listener loses nothing; a power failure before sync() could, and it
+        takes the grant (kernel state) with it. load() reads the journal's entries as seen
+        (they only ever add MACs, so a journal cannot make the cache accept more)."""
         self._prune(now_minute)
         self._entries.pop(mac_hex, None)
         self._evict_to(self.max_entries - 1)
         self._entries[mac_hex] = minute
+        if at is not None:
+            self._accepted_at[mac_hex] = at
+        if sync:
+            self._persist()
+        else:
+            self._journal(f"{minute} {mac_hex}\n")
+
+    def sync(self) -> None:
+        """Write the whole cache durably and drop the journal (after add(..., sync=False))."""
         self._persist()
+        _unlink_quietly(str(self.journal))
+
+    @property
+    def journal(self) -> Path:
+        return self.path.with_name(self.path.name + ".journal")
+
+    def _journal(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.journal, flags, 0o600)
+        try:
+            os.write(fd, line.encode("ascii"))
+        finally:
+            os.close(fd)
+
+    def _load_journal(self) -> None:
+        """Entries a listener journaled and did not get to sync: all of them count as seen.
+        A journal that is not a private regular file distrusts the cache."""
+        try:
+            raw = _read_regular(self.journal, (self.max_entries + 2) * 80)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.trust = Trust(False, f"{self.journal}: {_why(exc)}", self.trust.written)
+            return
+        for line in raw.decode("ascii", "replace").split("\n"):
+            m = _LINE_RE.fullmatch(line)
+            if m is not None and int(m.group(1)) <= _MINUTE_MAX:  # a line cut by a crash is skipped
+                self._entries[m.group(2)] = int(m.group(1))
 
     def _parse(self, text: str) -> Trust:
         head, _, body = text.partition("\n")
@@ -125,6 +181,7 @@ class ReplayCache:
     def _prune(self, now_minute: int) -> None:
         oldest_kept = now_minute - self.lifetime_minutes
         self._entries = {k: m for k, m in self._entries.items() if m >= oldest_kept}
+        self._accepted_at = {k: t for k, t in self._accepted_at.items() if k in self._entries}
 
     def _evict_to(self, limit: int) -> None:
         excess = len(self._entries) - limit
@@ -133,6 +190,7 @@ class ReplayCache:
         log.warning("replay cache full: forgetting the %d oldest entries", excess)
         by_age = sorted(self._entries.items(), key=lambda item: item[1])
         self._entries = dict(by_age[excess:])
+        self._accepted_at = {k: t for k, t in self._accepted_at.items() if k in self._entries}
 
     def _persist(self) -> None:
         body = "".join(f"{m} {h}\n" for h, m in self._entries.items())

@@ -207,7 +207,7 @@ def test_every_jump_and_goto_names_a_chain_of_the_table_and_every_chain_is_reach
     targets = {t for c in rs.chains for r in c.rules for t in re.findall(r"(?:jump|goto) (\w+)", r)}
     assert targets == {c.name for c in rs.chains if not c.base}
     sets = {s.name for s in rs.sets}
-    assert {m for c in rs.chains for r in c.rules for m in re.findall(r"@(\w+)", r)} <= sets
+    assert {m for c in rs.chains for r in c.rules for m in re.findall(r"@(\w+)(?![\w,])", r)} <= sets
 
 
 def test_knock_ports_answer_nothing(load_case):
@@ -248,3 +248,13 @@ def test_completion_puts_the_knock_port_back_before_answering(load_case):
     rules = chains(compile_nft(with_settings(load_case("one-door"), stealth="reject")))["complete"]
     sets = [i for i, r in enumerate(rules) if r.startswith("tcp dport set")]
     assert len(sets) == 2 and sets[1] < len(rules) - 2 and rules[-1] == "reject with tcp reset"
+
+
+def test_only_knocks_starting_with_four_hex_digits_are_logged_in_full(load_case):
+    """Hand-written, so a careless regeneration cannot drop the prefilter: random knock-sized
+    junk must fall to the misfits' rate-limited rule, not reach the listener at line rate."""
+    first = chains(compile_nft(load_case("advanced")))["knock_udp"][0]
+    assert first.startswith("udp length 72-73 ")
+    for offset in (64, 72, 80, 88):
+        assert f"@th,{offset},8 {{ 0x30-0x39, 0x61-0x66 }}" in first
+    assert "log group" in first

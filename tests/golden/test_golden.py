@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from awp.backend.nftables import TableState, render_transaction
-from awp.compile import KernelState, compile_family, render_restore
+from awp.compile import KernelState, compile_family, compile_nat, render_restore
 from awp.compile.nftables import compile_nft
 
 GOLDEN = Path(__file__).parent
 REGEN = os.environ.get("AWP_REGEN_GOLDEN") == "1"
-CASES = ["advanced", "disabled", "example-1-2-3-4-5", "ipv6-off", "many-doors", "one-door",
-         "two-doors-allowlist"]
+CASES = ["advanced", "ban", "ban-advanced-reject", "commands", "disabled", "doors", "example-1-2-3-4-5",
+         "ipv6-off", "many-doors", "one-door", "two-doors-allowlist", "udp-knocks"]
 DIFF_LINES = 40
 
 
@@ -56,6 +56,14 @@ def test_many_doors_list_is_the_generated_one():
 def test_golden(case, family, load_case):
     got = render_restore(compile_family(load_case(case), family), KernelState())
     compare(got, GOLDEN / case / f"expected-v{family}.rules", f"{case} IPv{family}")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("case", [c for c in CASES if (GOLDEN / c / "portknock-doors").exists()])
+def test_golden_nat(case, family, load_case):
+    """The nat table's part, for the cases whose doors forward (portknock-doors)."""
+    got = render_restore(compile_nat(load_case(case), family), KernelState())
+    compare(got, GOLDEN / case / f"expected-nat-v{family}.rules", f"{case} nat IPv{family}")
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -253,12 +253,12 @@ def deliver(log: ListenerLog, src: str, do_send, timeout: float = SETTLE) -> int
 
 
 def accepted(action: str, src: str) -> str:
-    where = rf"port={PORT} knock_port={KNOCK_PORT} src={re.escape(src)} "
-    return rf"knock accepted action={action} {where}"
+    """The line of an accepted knock (awp(8) LOGGING: keys in a fixed order)."""
+    return rf"knock accepted decision={action} reason=ok src={re.escape(src)} knock_port={KNOCK_PORT} port={PORT} "
 
 
 def rejected(reason: str, src: str) -> str:
-    return rf"knock rejected reason={reason} .*src={re.escape(src)} "
+    return rf"knock rejected decision=reject reason={reason} src={re.escape(src)} "
 
 
 # --- the server: root, apply, listener ----------------------------------------------------

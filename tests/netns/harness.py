@@ -64,6 +64,34 @@ for line in sys.stdin:
     print("pong" if ok else "dead", flush=True)
 """
 
+PEER_SERVER = r"""
+import socket, sys
+port, family = int(sys.argv[1]), socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if family == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+s.listen(16)
+for _ in range(1000):
+    conn, peer = s.accept()
+    print(peer[0], flush=True)
+    try:
+        conn.sendall(peer[0].encode() + b"\n")
+    except OSError:
+        pass
+    conn.close()
+"""
+
+PEER_CLIENT = r"""
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])) as s:
+        print(s.makefile("rb").readline(100).decode().strip())
+except OSError:
+    sys.exit(1)
+"""
+
 RAW_KNOCK = r"""
 import socket, sys, time
 addr, delay = sys.argv[1], float(sys.argv[2])
@@ -247,6 +275,26 @@ class Host:
 
         wait_for(up, 5.0, f"tcpserver on {self.name} port {port}/v{family}")
 
+    def serve_peer(self, port: int, family: int = 4) -> None:
+        """A TCP server on port that writes each client's address back as one line ("who
+        connected": the source address this host sees); returns once it listens."""
+        log = tempfile.TemporaryFile()
+        proc = self.spawn([sys.executable, "-c", PEER_SERVER, port, family], stdout=log, stderr=log)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"peer server on {self.name}:{port} died: {log.read()!r}")
+            return self.listening(port, family)
+
+        wait_for(up, 5.0, f"peer server on {self.name} port {port}/v{family}")
+
+    def peer_seen(self, addr: str, port: int, timeout: float = 2.0) -> str | None:
+        """Connect and read the line a serve_peer() server writes: the address it saw, or None."""
+        argv = [sys.executable, "-c", PEER_CLIENT, addr, port, timeout]
+        out = self.run(argv, timeout=timeout + 10, check=False)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
     def tcp_connect(self, addr: str, port: int, timeout: float = 2.0) -> bool:
         """A real connect from this namespace; True iff connected and the banner arrived."""
         argv = [sys.executable, "-c", CONNECT_CLIENT, addr, port, timeout]
@@ -387,6 +435,13 @@ class Lab:
             sh(["ip", "-n", ns, "link", "set", link, "up"])
         sh(["ip", "-n", cli, "route", "add", "default", "via", f"198.18.{i}.1"])
         sh(["ip", "-n", cli, "-6", "route", "add", "default", "via", f"2001:2:0:{i}::1"])
+
+    def route_through_server(self) -> None:
+        """Make the server a router between its client links (IPv4 and IPv6 forwarding on):
+        for three-namespace topologies, say client 1 -- server (gateway) -- client 2 (an
+        inner host, whose default route already points at the server)."""
+        self.server.sysctl("net.ipv4.ip_forward", 1)
+        self.server.sysctl("net.ipv6.conf.all.forwarding", 1)
 
     @staticmethod
     def _link_ready(ns: str, dev: str) -> bool:

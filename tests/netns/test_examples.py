@@ -56,8 +56,8 @@ def knocked(srv, client, dst: str, src: str, door: tuple[int, int], secret: str,
     """knock.sh, then wait for the listener's 'knock accepted' line for this door."""
     port, knock_port = door
     mark = deliver(srv.log, src, lambda: knock_sh(client, dst, knock_port, secret, path))
-    srv.log.wait(rf"knock accepted action={action} port={port} knock_port={knock_port} "
-                 rf"src={re.escape(src)} ", mark)
+    srv.log.wait(rf"knock accepted decision={action} reason=ok src={re.escape(src)} knock_port={knock_port} "
+                 rf"port={port} ", mark)
 
 
 # --- the simple examples: real TCP knocks ----------------------------------------------------

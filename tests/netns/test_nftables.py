@@ -60,7 +60,7 @@ def test_300_sources_send_an_advanced_open_knock_and_all_get_in(lab, servers, ba
     now = safe_now(margin=10)
     mark = srv.log.mark()
     datagrams(c1, dst, KNOCK_PORT, [(src, ref_mac(OPEN, src, now).encode() + b"\n") for src in crowd])
-    opened = re.compile(r"knock accepted action=open .*src=(\S+) ")
+    opened = re.compile(r"knock accepted decision=open reason=ok src=(\S+) ")
     wait_for(lambda: len(opened.findall(srv.log.since(mark))) >= CROWD, 30, f"{CROWD} open decisions")
     assert sorted(opened.findall(srv.log.since(mark))) == sorted(crowd)
     assert connect_all(c1, dst, ADVANCED_PORT, crowd) == crowd
@@ -340,7 +340,7 @@ def test_switching_from_iptables_nft_to_nftables(lab, tmp_path, backend):
 
 # --- 8. the advanced listener on nftables ----------------------------------------------------
 
-DECISION = r"knock (accepted|rejected|nothing to close) .*src={} "
+DECISION = r"knock (accepted|rejected) .*src={} "
 
 
 def _decisions(srv, mark: int, src: str) -> list[str]:
@@ -372,13 +372,13 @@ def test_one_datagram_one_decision_line_and_a_close_with_nothing_open(lab, serve
     log_rules = [l.strip() for l in awp_table(lab.server).splitlines() if " group " in l]
     assert log_rules and all(r.endswith(("drop", "reject")) for r in log_rules), "every NFLOG rule ends the packet"
 
-    line = _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock nothing to close")
-    assert f"port={ADVANCED_PORT} knock_port={KNOCK_PORT} src={c1.ip4} " in line
-    _one_datagram(srv, lab, srv.macs.payload(OPEN, c1.ip4), "knock accepted action=open")
+    line = _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock accepted decision=nothing-to-close")
+    assert f"src={c1.ip4} knock_port={KNOCK_PORT} port={ADVANCED_PORT} " in line
+    _one_datagram(srv, lab, srv.macs.payload(OPEN, c1.ip4), "knock accepted decision=open")
     assert wait_connect(c1, dst, ADVANCED_PORT)
     _one_datagram(srv, lab, ref_mac("wrongsecret1", c1.ip4, safe_now()).encode() + b"\n", "reason=bad-mac")
     _one_datagram(srv, lab, b"0123456789", "reason=malformed")
-    _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock accepted action=close")
+    _one_datagram(srv, lab, srv.macs.payload(CLOSE, c1.ip4), "knock accepted decision=close")
     assert refused(c1, dst, ADVANCED_PORT)
 
 

@@ -203,6 +203,38 @@ def test_accepted_grants_are_queued_with_absolute_expiry(tmp_path):
     assert (closed.action, closed.expires) == ("close", 0)
 
 
+def test_a_client_repeat_is_neither_claimed_again_nor_published(tmp_path):
+    """knock.sh -r / awp knock --repeat: the copies of an accepted knock are "repeat" verdicts
+    of the local (journaled) replay cache; the fleet sees the first only."""
+    f, r = fleet()
+    claims = []
+    real_set = r.set
+    r.set = lambda key, *a, **kw: claims.append(key) or real_set(key, *a, **kw)
+    grants = FakeGrants()
+    lst = fleet_listener(tmp_path, f, grants)
+    for payload in (knock(OPEN), knock(CLOSE)):
+        first = lst.handle(packet(payload), NOW)
+        assert first.action in ("open", "close") and lst.replay.seen(first.mac)
+        for t in (NOW + 0.5, NOW + 2):
+            verdict = lst.handle(packet(payload), t)
+            assert (verdict.action, verdict.reason) == ("repeat", "repeat")
+    assert len(claims) == 2 and len(f.accepted) == 2
+    assert [m.action for m in f.outbox] == ["open", "close"]
+    assert [c[0] for c in grants.calls] == ["open", "close"]
+    later = lst.handle(packet(knock(OPEN)), NOW + 10)  # past the repeat window: a replay, still local
+    assert (later.action, later.reason) == ("reject", "replay") and len(claims) == 2
+
+
+def test_the_fleet_observer_publishes_only_accepted_advanced_grants():
+    f, _ = fleet()
+    for action, mode, port in (("repeat", "advanced", 2222), ("reject", "advanced", 2222),
+                               ("open", "simple", 2222), ("reject", "advanced", None)):
+        f.observe(Decision(NOW, str(SRC), 2000, port, mode, action, "x", expires_in=600))
+    assert not f.outbox
+    f.observe(Decision(NOW, str(SRC), 2000, 2222, "advanced", "nothing-to-close", "ok"))
+    assert [(m.action, m.port) for m in f.outbox] == [("close", 2222)]  # the grant may be another node's
+
+
 def test_store_down_knocks_work_locally_and_degradation_is_logged_once(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="awp.fleet")
     f, r = fleet()

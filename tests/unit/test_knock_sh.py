@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,10 @@ def test_openssl_failing_is_a_failure(tmp_path):
         ["-t", "-5", "192.0.2.1", "7000", "k"],
         ["-t", "1.5", "192.0.2.1", "7000", "k"],
         ["-t", str(2**32 * 60), "192.0.2.1", "7000", "k"],
+        ["-r", "0", "192.0.2.1", "7000", "k"],
+        ["-r", "6", "192.0.2.1", "7000", "k"],
+        ["-r", "+2", "192.0.2.1", "7000", "k"],
+        ["-r", "", "192.0.2.1", "7000", "k"],
     ],
 )
 def test_usage_errors_exit_2(args):
@@ -311,3 +316,37 @@ def test_shellcheck_clean():
     assert shellcheck, "shellcheck is required (apt-get install shellcheck)"
     r = subprocess.run([shellcheck, str(KNOCK)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_repeat_sends_the_same_datagram_count_times_within_two_seconds():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        port = sock.getsockname()[1]
+        started = time.monotonic()
+        r = knock("-r", "5", "-s", "127.0.0.1", "-t", str(T), "127.0.0.1", str(port), "-", stdin="loop-secret\n")
+        took = time.monotonic() - started
+        assert r.returncode == 0, r.stderr
+        got = {sock.recvfrom(4096)[0] for _ in range(5)}
+        assert got == {ref_payload("loop-secret", "127.0.0.1", T)}
+        assert 1.6 <= took < 10  # 4 gaps of 0.4 s (the upper bound only catches a hang)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recvfrom(4096)  # exactly 5
+
+
+def test_awp_knock_repeat_sends_copies_and_bounds_the_count():
+    from awp.errors import UsageError
+    from awp.knockd.client import send_knock
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        port = sock.getsockname()[1]
+        gaps = []
+        send_knock("127.0.0.1", str(port), "loop-secret", "127.0.0.1", repeat=3, sleep=gaps.append)
+        data = [sock.recvfrom(4096)[0] for _ in range(3)]
+        assert len(set(data)) == 1 and len(data[0]) == 65 and gaps == [0.4, 0.4]
+        for bad in (0, 6):
+            with pytest.raises(UsageError):
+                send_knock("127.0.0.1", str(port), "loop-secret", repeat=bad)

@@ -261,3 +261,24 @@ def test_config_message_layout() -> None:
 def test_bad_arguments_are_refused_before_any_socket(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         nflog.NflogSocket(**kwargs)
+
+
+def test_adaptive_batching_follows_the_rate_it_sees() -> None:
+    class FakeSocket:
+        qthresh = 1
+
+        def __init__(self):
+            self.asked = []
+
+        def set_batching(self, qthresh, timeout_cs):
+            self.asked.append((qthresh, timeout_cs))
+            self.qthresh = qthresh
+
+    b, sock = nflog.AdaptiveBatching(), FakeSocket()
+    assert [b.want(r) for r in (0, 100, 4999, 5000, 10_000, 50_000, 200_000, 10**7)] == [1, 1, 1, 2, 4, 16, 64, 64]
+    b.update(sock, 0, 0.0)
+    b.update(sock, 50_000, 0.25)  # 200,000 pps over the first window
+    b.update(sock, 12_500, 0.5)  # 50,000 pps
+    b.update(sock, 10, 0.75)  # quiet again
+    b.update(sock, 10, 0.8)  # inside a window: nothing asked
+    assert sock.asked == [(64, 1), (16, 1), (1, None)]

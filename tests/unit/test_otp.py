@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 
 import pytest
@@ -140,3 +142,11 @@ def test_other_secret_does_not_match():
 def test_garbage_candidate_does_not_match():
     assert otp.match_minute("zz", KEY, V4, M) is None
     assert otp.match_minute("é" * 64, KEY, V4, M) is None
+
+
+@pytest.mark.parametrize("secret", [b"", b"k", b"opensecret1", b"x" * 64, b"y" * 65, "ü€".encode() * 40])
+def test_precomputed_key_states_give_the_standard_hmac(secret):
+    for packed in (bytes(4), bytes(range(16)), b"\xc6\x12\x01\x02"):
+        for minute in (0, 29_000_000, 0xFFFFFFFF):
+            message = packed + minute.to_bytes(4, "little")
+            assert otp.mac_digest(secret, packed, minute) == hmac.new(secret, message, hashlib.sha256).digest()

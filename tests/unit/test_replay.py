@@ -49,6 +49,45 @@ def test_seen_after_add_and_after_a_restart(cache_path):
     assert restarted.trust.trusted and restarted.trust.reason == "ok"
 
 
+def test_an_add_without_sync_is_journaled_before_sync_makes_it_durable(cache_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(rc.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    cache = new_cache(cache_path)
+    cache.add(H1, M, M)
+    synced.clear()
+    cache.add(H2, M, M, at=100.0, sync=False)
+    assert synced == [] and cache.journal.read_text() == f"{M} {H2}\n"
+    assert stat.S_IMODE(cache.journal.stat().st_mode) == 0o600
+    crashed = new_cache(cache_path)  # a listener that died before sync(): both count as seen
+    assert crashed.seen(H1) and crashed.seen(H2) and crashed.trust.trusted
+    cache.sync()
+    assert len(synced) == 2 and not cache.journal.exists()  # the file, then its directory
+    assert new_cache(cache_path).seen(H2)
+
+
+def test_a_journal_alone_or_cut_short_still_counts_and_a_foreign_one_distrusts(cache_path):
+    cache = new_cache(cache_path)
+    cache.add(H1, M, M, sync=False)  # the first knock ever, then a crash: no cache file yet
+    with open(cache.journal, "a") as f:
+        f.write(f"{M} {H2[:30]}")  # a line cut by the crash
+    again = new_cache(cache_path)
+    assert again.seen(H1) and not again.seen(H2) and again.trust.reason == "missing"
+    os.chmod(cache.journal, 0o644)
+    assert not new_cache(cache_path).trust.trusted
+
+
+def test_accepted_within_is_in_memory_and_bounded_with_the_entries(cache_path):
+    cache = new_cache(cache_path, max_entries=2)
+    cache.add(H1, M, M, at=100.0)
+    assert cache.accepted_within(H1, 104.0, 5.0) and not cache.accepted_within(H1, 106.0, 5.0)
+    assert not cache.accepted_within(H1, 99.0, 5.0) and not cache.accepted_within(H2, 100.0, 5.0)
+    cache.add(H2, M + 1, M + 1, at=101.0)
+    cache.add(H3, M + 2, M + 2, at=102.0)  # evicts H1, the oldest minute
+    assert not cache.accepted_within(H1, 102.0, 5.0) and len(cache._accepted_at) == 2
+    assert not new_cache(cache_path).accepted_within(H3, 102.0, 5.0)  # not persisted
+
+
 def test_file_has_a_header_mode_0600_and_no_temp_files(cache_path):
     text = written(cache_path, ((M, H1), (M, H2)))
     assert text.startswith(rc.HEADER + " written=")

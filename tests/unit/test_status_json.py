@@ -34,15 +34,19 @@ def test_document_of_a_status():
              "defined_at": "advanced:1", "let_in": None, "dropped": None},
         ],
         "sources": [
-            {"port": 22, "source": "198.18.0.2", "state": "knocking", "step": [2, 4], "seconds_left": 13},
-            {"port": 22, "source": "2001:2::3", "state": "open", "step": None, "seconds_left": 21},
-            {"port": 2222, "source": "198.18.0.4", "state": "granted", "step": None, "seconds_left": 898},
+            {"port": 22, "source": "198.18.0.2", "state": "knocking", "step": [2, 4], "by": None, "seconds_left": 13},
+            {"port": 22, "source": "2001:2::3", "state": "open", "step": None, "by": None, "seconds_left": 21},
+            {"port": 2222, "source": "198.18.0.4", "state": "granted", "step": None, "by": None, "seconds_left": 898},
         ],
         "refused": {"progress": 2, "open": 0},
         "kernel_matches_config": False,
         "differs": ["inet awp table"],
-        "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None},
+        "listener": {"running": True, "pid": 4242, "supervisor_pid": None, "replay_cache": None,
+                     "decisions": None},
         "elsewhere": [],
+        "ban": {"enabled": False, "after": 5, "window": 60, "time": 600, "banned": [], "dropped": None,
+                "kernel_bans": None},
+        "confirm": None,
     }
 
 
@@ -50,7 +54,8 @@ def test_document_when_off_and_nothing_runs():
     doc = status_document(workflow.Status(Config(Settings()), Inspection("iptables-nft"), None))
     assert (doc["enabled"], doc["backend"], doc["doors"], doc["sources"]) == (False, "iptables-nft", [], [])
     assert (doc["refused"], doc["kernel_matches_config"], doc["differs"]) == ({}, True, [])
-    assert doc["listener"] == {"running": False, "pid": None, "supervisor_pid": None, "replay_cache": None}
+    assert doc["listener"] == {"running": False, "pid": None, "supervisor_pid": None, "replay_cache": None,
+                               "decisions": None}
 
 
 def test_the_document_is_plain_json():

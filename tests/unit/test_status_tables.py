@@ -58,3 +58,19 @@ def test_sources_table_at_80_columns_shows_every_address_and_number_whole():
 
 def test_empty_sources_table_fits():
     assert "no source is mid-sequence or open" in render(_sources_table([]))
+
+
+def test_decisions_table_at_80_columns_shows_every_count_and_reason():
+    from awp.cli import _decisions_table
+
+    decisions = {"since": 1764655200, "unknown-port": 7,
+                 "doors": {"2222": {"open": 123456, "close": 2, "nothing-to-close": 3,
+                                    "rejected": {"bad-mac": 4000000, "replay": 5, "malformed": 66}},
+                           "65535": {"open": 0, "close": 0, "nothing-to-close": 0, "rejected": {}}}}
+    text = render(_decisions_table(config(), decisions))
+    row = next(line for line in text.splitlines() if " 2222 " in line)
+    for number in ("2000", "123456", "2", "3", str(4000000 + 5 + 66)):
+        assert re.search(rf"\b{number}\b", row), row
+    assert "bad-mac=4000000" in text and "malformed=66" in text and "replay=5" in text
+    assert "since 2025-12-02 06:00:00 UTC" in text and "7 knock(s) on no door's knock port" in text
+    assert re.search(r"\b65535\b.*\b62201\b", text)
