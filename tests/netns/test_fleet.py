@@ -15,7 +15,7 @@ import re
 import time
 
 import pytest
-from advanced_helpers import CLOSE, OPEN, PORT, SETTLE, accepted, client_addr, knock, post, refused, \
+from advanced_helpers import CLOSE, OPEN, PORT, SETTLE, accepted, client_addr, knock, knock_sh, post, refused, \
     rejected, wait_connect
 from fleet_helpers import KEY_HEX, FleetLab, fleet_node, fleet_state, wait_fleet
 from harness import wait_for
@@ -86,6 +86,27 @@ def test_three_nodes_share_grants_and_one_replay_cache(fleet, nodes):
     knock(b, cl, ip_b, CLOSE, "close")  # a close on B revokes on A and C
     wait_for(lambda: refused(cl, ip_a) and refused(cl, ip_c), PROPAGATE + 2, "the close on B to reach A and C")
     assert refused(cl, ip_b)
+
+
+def test_a_client_repeat_reaches_the_fleet_once(fleet, nodes):
+    """knock.sh -r 3: the listener grants once and treats the copies as repeats, so Redis
+    gets one claim and one grant message, and the other node applies the grant once."""
+    a, b = nodes(0), nodes(1)
+    cl = fleet.clients[0]
+    ip_a, ip_b = (h.ip4 for h in fleet.nodes)
+    wait_fleet(a, True)
+    wait_fleet(b, True)
+    mark_a, mark_b = a.log.mark(), b.log.mark()
+    r = knock_sh(cl, ip_a, OPEN, "-r", "3")
+    assert r.returncode == 0, r.stderr
+    a.log.wait(accepted("open", cl.ip4), mark_a)
+    assert wait_connect(cl, ip_b, timeout=PROPAGATE), "the grant did not reach B"
+    time.sleep(0.5)  # knock.sh returned after its last copy (0.4 s apart): all decided by now
+    seen_a = a.log.since(mark_a)
+    assert seen_a.count("knock accepted") == 1 and "knock rejected" not in seen_a, seen_a
+    assert b.log.since(mark_b).count("fleet grant applied action=open") == 1
+    assert fleet.redis.cli("XLEN", "awp:grants:log").strip() == "1"
+    assert len(fleet.redis.cli("KEYS", "awp:replay:*").split()) == 1
 
 
 def test_a_restarted_node_catches_up_before_it_is_ready(fleet, nodes):
