@@ -312,3 +312,59 @@ def test_a_failure_seen_on_the_packet_path_makes_the_consumer_catch_up_again():
 def test_the_fleet_settings_never_show_the_key_or_password():
     fs = FleetSettings("redis://198.18.0.9", "a", False, KEY, keys.Credentials("awp", "pw-4711"))
     assert KEY.hex() not in repr(fs) and str(KEY) not in repr(fs) and "pw-4711" not in repr(fs)
+
+
+# --- awp status and status --json -------------------------------------------------------------
+
+
+def fleet_status(connected: bool, required: bool = False):
+    from awp import workflow
+    from awp.backend import Inspection
+
+    f, _ = fleet(required=required)
+    f.up = connected
+    f.down_reason = "ConnectionError: refused"
+    f.last_sync = time.time() - 2
+    f.remote["2222|198.18.1.2"] = msg(expires=int(time.time()) + 300)
+    return workflow.Status(CONFIG, Inspection("nftables"), 4242, listener_state={"pid": 4242, "fleet": f.state()})
+
+
+def test_status_json_carries_the_fleet_only_in_fleet_mode():
+    from awp import workflow
+    from awp.backend import Inspection
+    from awp.status_json import status_document
+
+    doc = status_document(fleet_status(False))
+    assert doc["fleet"]["node"] == "a" and doc["fleet"]["connected"] is False
+    assert doc["fleet"]["degraded"] == "ConnectionError: refused"
+    assert [(g["port"], g["source"], g["node"]) for g in doc["fleet"]["remote_grants"]] == [(2222, "198.18.1.2", "b")]
+    assert "decisions" in doc["listener"] and "ban" in doc  # main's keys stay beside it
+    assert "fleet" not in status_document(workflow.Status(CONFIG, Inspection("nftables"), 4242, listener_state={}))
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_status_prints_this_node_the_store_its_sync_and_other_nodes_grants(monkeypatch, tmp_path, capsys,
+                                                                          connected):
+    from awp import cli, workflow
+
+    st = fleet_status(connected, required=True)
+    monkeypatch.setattr(cli, "_require_root", lambda: None)
+    monkeypatch.setattr(workflow, "status", lambda root: st)
+    assert cli.main(["--root", str(tmp_path), "status"]) == 0
+    out, err = capsys.readouterr()
+    line = "fleet: node a, store redis://198.18.0.9:6390, last sync 2."
+    if connected:
+        assert line in out and ", connected" in out
+    else:
+        assert line in err and "fleet degraded (ConnectionError: refused)" in err
+        assert "opens are refused (FW_PORTKNOCK_FLEET_REQUIRED)" in err
+    assert "grants from other nodes" in out and "198.18.1.2" in out
+
+
+def test_the_node_name_defaults_to_the_short_host_name(monkeypatch):
+    import socket
+
+    from awp.fleet.node import node_name
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "fw1.example.org")
+    assert node_name("") == "fw1" and node_name("edge-2") == "edge-2"
