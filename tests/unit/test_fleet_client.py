@@ -368,3 +368,38 @@ def test_the_node_name_defaults_to_the_short_host_name(monkeypatch):
 
     monkeypatch.setattr(socket, "gethostname", lambda: "fw1.example.org")
     assert node_name("") == "fw1" and node_name("edge-2") == "edge-2"
+
+
+def test_without_a_fleet_nothing_imports_redis(tmp_path):
+    """FW_PORTKNOCK_FLEET empty: the CLI, the workflow and the listener never load redis."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from awp import cli, workflow, status_json, metrics\n"
+            "from awp.knockd import listener, supervisor\n"
+            "from awp.settings import parse_settings\n"
+            "assert 'redis' not in sys.modules and 'awp.fleet.store' not in sys.modules, sorted(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_metrics_show_the_fleet_link_only_in_fleet_mode():
+    from test_metrics import CONFIG as METRICS_CONFIG
+    from test_metrics import St, inspection, parse
+
+    from awp import metrics
+
+    f, _ = fleet()
+    f.up, f.last_sync, f.ignored = False, 1700000090.0, 3
+    f.outbox.append(msg())
+    f.remote["2222|198.18.1.2"] = msg()
+    st = St(METRICS_CONFIG, inspection(), 4242, None, {"heartbeat": 1700000100, "fleet": f.state()})
+    got = parse(metrics.render(st, 1700000100.0))
+    node = (("node", "a"),)
+    assert got[("awp_fleet_connected", node)] == 0
+    assert got[("awp_fleet_last_sync_age_seconds", node)] == 10
+    assert got[("awp_fleet_unsent_grants", node)] == 1 and got[("awp_fleet_remote_grants", node)] == 1
+    assert got[("awp_fleet_ignored_messages_total", node)] == 3
+    alone = metrics.render(St(METRICS_CONFIG, inspection(), 4242, None, {"heartbeat": 1700000100}), 1700000100.0)
+    assert "awp_fleet_" not in alone
