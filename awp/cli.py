@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "revoke": "close a grant (a knock's or a hand grant) for one source",
                 "secret": "print a strong random secret for the advanced list (fits xt_pknock too)",
                 "confirm": "keep what a pending awp -s -f --confirm applied (stops its rollback)",
-                "metrics": "print counters and health in the Prometheus text format (textfile collector)"}
+                "metrics": "print counters and health in the Prometheus text format (textfile collector)",
+                "fleet-key": "write a new random fleet key, DIR/etc/fleet.key (fleet mode)"}
     for name, text in commands.items():
         # after the command too; SUPPRESS: an option not given there keeps the value given before it
         _global_options(sub.add_parser(name, help=text), **dict.fromkeys(("root", "verbose", "quiet"),
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "/var/lib/prometheus/node-exporter/awp.prom)")
     sub.choices["secret"].add_argument("--length", type=int, default=31, metavar="N",
                                        help="characters, 22 to 128 (default 31: what xt_pknock keeps)")
+    sub.choices["fleet-key"].add_argument("--force", action="store_true", dest="force_key",
+                                          help="replace an existing key")
     return p
 
 
@@ -143,7 +146,7 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     commands = {"check": cmd_check, "status": cmd_status, "remove": cmd_remove,
                 "knockd": cmd_knockd, "supervise": cmd_supervise, "knock": cmd_knock,
                 "grant": cmd_grant, "revoke": cmd_revoke, "secret": cmd_secret, "confirm": cmd_confirm,
-                "metrics": cmd_metrics}
+                "metrics": cmd_metrics, "fleet-key": cmd_fleet_key}
     if args.command not in commands:
         parser.print_usage(sys.stderr)
         raise UsageError("nothing to do: give -s -f or a command")
@@ -285,11 +288,36 @@ def cmd_status(root, args) -> int:
 
     if needs_listener(config) or st.listener_pid:
         out.print(_listener_line(st), markup=False)
+    fleet = (st.listener_state or {}).get("fleet")
+    if fleet:
+        _print_fleet(fleet)
     decisions = (st.listener_state or {}).get("decisions")
     if st.listener_pid and isinstance(decisions, dict):
         out.print(_decisions_table(config, decisions))
     _confirm_line(st.confirm)
     return 0
+
+
+def _print_fleet(fleet: dict) -> None:
+    import time
+
+    synced = fleet.get("last_sync")
+    ago = f"{max(0, time.time() - synced):.1f} s ago" if synced else "never"
+    line = f"fleet: node {fleet['node']}, store {fleet['store']}, last sync {ago}"
+    if fleet.get("connected"):
+        out.print(line + ", connected", markup=False)
+    else:
+        err.print(line + f"; fleet degraded ({fleet.get('degraded')})"
+                  + (": opens are refused (FW_PORTKNOCK_FLEET_REQUIRED)" if fleet.get("required") else
+                     ": knocks use this node's replay cache and grants"), style="yellow", markup=False)
+    remote = fleet.get("remote_grants") or []
+    if remote:
+        table = Table(title="grants from other nodes")
+        for column in ("port", "source", "node", "time left"):
+            table.add_column(column, no_wrap=True)
+        for g in remote:
+            table.add_row(str(g["port"]), g["source"], g["node"], f"{max(0, int(g['expires'] - time.time()))} s")
+        out.print(table)
 
 
 def _watch(root, args) -> int:
@@ -417,6 +445,15 @@ def cmd_supervise(root, args) -> int:
 
     _require_root()
     return run_supervisor(root)
+
+
+def cmd_fleet_key(root, args) -> int:
+    from awp import workflow
+
+    _require_root()
+    path = workflow.new_fleet_key(root, args.force_key)
+    out.print(f"awp: wrote a new fleet key to {path}; copy it (mode 600, owner root) to every node", markup=False)
+    return 0
 
 
 def cmd_knock(root, args) -> int:

@@ -116,6 +116,29 @@ def _listener(out: Exposition, st, now: float) -> None:
     if st.listener_pid and isinstance(cache, dict) and "trusted" in cache:
         out.family("awp_listener_replay_cache_trusted", "gauge", "0 while the listener refuses older knocks "
                    "(an untrusted replay cache)", [({}, bool(cache["trusted"]))])
+    fleet = state.get("fleet")
+    if st.listener_pid and isinstance(fleet, dict) and "connected" in fleet:
+        _fleet(out, fleet, now)
+
+
+def _fleet(out: Exposition, fleet: dict, now: float) -> None:
+    """Fleet mode (awp(8), FLEET): this node's link to the fleet's Redis."""
+    node = {"node": str(fleet.get("node", ""))}
+    out.family("awp_fleet_connected", "gauge", "1 while this node reaches the fleet's Redis (0: degraded)",
+               [(node, bool(fleet["connected"]))])
+    if isinstance(fleet.get("last_sync"), (int, float)):
+        out.family("awp_fleet_last_sync_age_seconds", "gauge", "seconds since this node last heard from the fleet",
+                   [(node, max(0.0, round(now - fleet["last_sync"], 3)))])
+    if isinstance(fleet.get("unsent"), int):
+        out.family("awp_fleet_unsent_grants", "gauge", "this node's grants waiting for the fleet's Redis",
+                   [(node, fleet["unsent"])])
+    if isinstance(fleet.get("remote_grants"), list):
+        out.family("awp_fleet_remote_grants", "gauge", "live grants this node applied for other nodes",
+                   [(node, len(fleet["remote_grants"]))])
+    if isinstance(fleet.get("ignored_messages"), int):
+        out.family("awp_fleet_ignored_messages_total", "counter",
+                   "fleet messages that did not verify under the fleet key (since the listener started)",
+                   [(node, fleet["ignored_messages"])])
 
 
 def _decisions(out: Exposition, decisions) -> None:

@@ -148,6 +148,9 @@ class Settings:
     kernel_log: bool = True
     stealth: str = "auto"  # auto, drop or reject: what knock and closed protected ports answer
     pknock_compat: bool = False
+    fleet: str = ""  # redis:// or rediss:// URL of the fleet store; "" = no fleet (awp(8), FLEET)
+    node: str = ""  # this node's name in the fleet; "" = the host name
+    fleet_required: bool = False  # refuse opens while the fleet store is unreachable
     syslog: bool = False  # advanced mode: the listener's lines to syslog too (authpriv)
     ban: bool = False  # bar a source that fails ban_after times within ban_window s, for ban_time s
     ban_after: int = 5

@@ -31,6 +31,14 @@ class Root:
         return self.base / "etc" / "firewall" / "advanced-portknock-list"
 
     @property
+    def fleet_key(self) -> Path:
+        return self.base / "etc" / "fleet.key"
+
+    @property
+    def fleet_auth(self) -> Path:
+        return self.base / "etc" / "fleet.auth"
+
+    @property
     def door_options(self) -> Path:
         return self.base / "etc" / "firewall" / "portknock-doors"
 

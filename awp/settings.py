@@ -33,6 +33,9 @@ _KEYS = {
     "FW_PORTKNOCK_KERNEL_LOG": "kernel_log",
     "FW_PORTKNOCK_STEALTH": "stealth",
     "FW_PORTKNOCK_PKNOCK_COMPAT": "pknock_compat",
+    "FW_PORTKNOCK_FLEET": "fleet",
+    "FW_PORTKNOCK_NODE": "node",
+    "FW_PORTKNOCK_FLEET_REQUIRED": "fleet_required",
     "FW_PORTKNOCK_SYSLOG": "syslog",
     "FW_PORTKNOCK_BAN": "ban",
     "FW_PORTKNOCK_BAN_AFTER": "ban_after",
@@ -69,12 +72,37 @@ def _networks(value):
     return tuple(nets)
 
 
+def _fleet_url(value):
+    """Empty (fleet off), or redis://HOST[:PORT][/DB] or rediss://...; credentials belong in
+    DIR/etc/fleet.auth, never here, and no message echoes the value (it could hold one)."""
+    text = _scalar(value).strip()
+    if not text:
+        return ""
+    if "@" in text:
+        raise vdt.ValidateError("must not hold a user or password: put them in DIR/etc/fleet.auth")
+    match = re.fullmatch(r"rediss?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(?:/[0-9]{1,2})?",
+                         text, re.ASCII)
+    if not match:
+        raise vdt.ValidateError("must be redis://HOST[:PORT][/DB] or rediss://HOST[:PORT][/DB]")
+    if not 1 <= int(match.group(2) or 6379) <= 65535:
+        raise vdt.ValidateError(f"port {match.group(2)} is out of range 1-65535")
+    return text
+
+
+def _node(value):
+    text = _scalar(value).strip()
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text, re.ASCII):
+        raise vdt.ValidateError("must be 1-64 letters, digits, '.', '_' or '-' (empty: the host name)")
+    return text
+
+
 def _scalar(value) -> str:
     return ", ".join(value) if isinstance(value, list) else str(value)
 
 
 def _validator() -> vdt.Validator:
-    return vdt.Validator({"yesno": _yesno, "number": _number, "networks": _networks})
+    return vdt.Validator({"yesno": _yesno, "number": _number, "networks": _networks,
+                          "fleet_url": _fleet_url, "node": _node})
 
 
 def _spec() -> list[str]:

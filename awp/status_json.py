@@ -18,7 +18,7 @@ def status_document(st) -> dict:
         options = config.options_for(door["port"])
         if options is not None:
             door["options"] = _options(options)
-    return {
+    doc = {
         "schema": SCHEMA,
         "enabled": config.settings.enabled,
         "backend": seen.backend,
@@ -37,6 +37,10 @@ def status_document(st) -> dict:
         "ban": _ban(config.settings, seen),
         "confirm": _confirm(getattr(st, "confirm", None)),
     }
+    fleet = (st.listener_state or {}).get("fleet")
+    if fleet is not None:  # fleet mode (awp(8), FLEET): this node, the store, its health, others' grants
+        doc["fleet"] = fleet
+    return doc
 
 
 def _simple_knock(door) -> dict:

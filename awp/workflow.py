@@ -133,6 +133,19 @@ def _hand_grants(root: Root, sources):
 STATE_MAX = 1 << 20  # the listener's state file: a few hundred bytes per door
 
 
+def new_fleet_key(root: Root, force: bool) -> Path:
+    """`awp fleet-key`: a new random DIR/etc/fleet.key (copy it to every node)."""
+    from awp.fleet.keys import write_key
+
+    path = root.fleet_key
+    if path.exists() and not force:
+        raise ConfigError("fleet key exists; every node of the fleet needs the same one, so replacing it "
+                          "cuts this node off until the new key is on all of them (say --force)", path=str(path))
+    write_key(path)
+    log.info("fleet key written path=%s", path)
+    return path
+
+
 def _listener_state(root: Root) -> dict | None:
     import json
 
@@ -202,6 +215,10 @@ def load(root: Root, runner=None):
         if problem:
             raise ConfigError(f"advanced mode's replay cache: {problem}")
     _refuse_too_many_doors(config, runner)
+    if config.settings.fleet:
+        from awp.fleet.node import fleet_settings
+
+        fleet_settings(root, config.settings)  # the key and credentials: ConfigError names the file
     if os.geteuid() == 0 and config.settings.enabled:
         try:
             backend = select(config.settings.backend, runner)

@@ -131,6 +131,8 @@ def main() -> int:
                 failures += advanced_demo(lab, root)
             finally:
                 lab.server.awp(["remove"], str(root))
+        from fleet_demo import fleet_demo
+        failures += fleet_demo(Path(tmp))
     step("cleaned up: namespaces deleted, listener stopped")
     for failure in failures:
         console.print(f"[red]demo FAILED: {failure}[/]")

@@ -20,8 +20,9 @@ from awp.knockd.ratelog import RejectBudget
 
 log = logging.getLogger(__name__)
 # Rejects whose MAC is right for the source: a client repeating its knock, or the listener's
-# own caution after a restart. Logged at info, not as a warning: they are not attacks.
-QUIET = frozenset({"replay", "untrusted-cache"})
+# own caution after a restart, or (fleet mode) a MAC another node of the fleet accepted first.
+# Logged at info, not as a warning: they are not attacks on this node's secrets.
+QUIET = frozenset({"replay", "untrusted-cache", "fleet-replay"})
 
 
 def line(d: Decision) -> str:

@@ -43,10 +43,12 @@ RECV_BATCH = 256  # netlink messages read in one go before the loop's housekeepi
 
 class Listener:
     def __init__(self, config: Config, grants: Grants, replay: ReplayCache,
-                 observers: tuple[Observer, ...] | list[Observer] = ()):
+                 observers: tuple[Observer, ...] | list[Observer] = (), gate=None):
         self.grants = grants
         self.replay = replay
         self.observers = list(observers)  # each gets every Decision (awp.knockd.events)
+        self.gate = gate  # gate(verdict, packet, now) -> verdict, before accepting (the fleet's claim)
+        self.fleet = None  # awp.fleet.node.Fleet, in fleet mode
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -62,6 +64,8 @@ class Listener:
             return None
         minute = otp.minute_of(now)
         verdict = check(packet, self.doors, self.replay, minute, now, self.expected)
+        if verdict.action in ("open", "close") and self.gate is not None:
+            verdict = self.gate(verdict, packet, now)  # never for a repeat: its MAC was claimed already
         if verdict.action == "repeat":  # the client sent its knock again: done already, not an attack
             notify(self.observers, Decision(now, packet.src, packet.dport, verdict.door.port, "advanced", "repeat",
                                             "repeat", verdict.mac_prefix))
@@ -136,6 +140,7 @@ def run_listener(root: Root) -> int:
     commands = DoorCommands(config, CommandRunner())  # on_open / on_close (awp.knockd.commands)
     listener.observers.append(commands)
     sock = _open(listener.config)
+    fleet = _start_fleet(root, listener)  # applies every live grant of the fleet before ready
     os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # ready: awp -s -f waits for this
     log.info("listener started pid=%d doors=%d group=%d", os.getpid(), len(listener.doors),
              listener.config.settings.nflog_group)
@@ -143,15 +148,20 @@ def run_listener(root: Root) -> int:
     batching = AdaptiveBatching()
     try:
         while not flags["stop"]:
-            packets = sock.receive(timeout=1.0, max_reads=RECV_BATCH)
+            packets = sock.receive(timeout=fleet.poll if fleet else 1.0,  # fleet: drain grants soon
+                                   max_reads=RECV_BATCH)
             if flags["reload"]:  # before handling: a knock sent after awp -s -f sees the new doors
                 flags["reload"] = False
                 sock = _reload(root, listener, sock)
             for packet in packets:
                 _handle_one(listener, packet)
+            if fleet:
+                _drain(listener)
             batching.update(sock, len(packets), time.monotonic())
             beat = _heartbeat(root, lock, listener, beat)
     finally:
+        if fleet:
+            fleet.stop()
         commands.stop()
         sock.close()
         decision_log.close()  # the summary of the last, short period
@@ -196,6 +206,8 @@ def _heartbeat(root: Root, lock: int, listener: Listener, last: float) -> float:
              "replay_cache": {"trusted": replay.floor < 0, "reason": replay.trust.reason,
                               "floor_minute": replay.floor if replay.floor >= 0 else None},
              **events.state(listener.observers)}
+    if listener.fleet:
+        state["fleet"] = listener.fleet.state()
     try:
         write_state(root.listener_state, state)
     except OSError as exc:
@@ -223,6 +235,34 @@ def _handle_one(listener: Listener, packet: Packet) -> None:
         log.error("knock not handled src=%s knock_port=%d: %s", packet.src, packet.dport, exc)
 
 
+def _start_fleet(root: Root, listener: Listener):
+    """Fleet mode (awp.fleet): the replay claim as the gate, accepted grants published by an
+    observer, and the fleet's live grants applied before the listener says it is ready."""
+    from awp.fleet.node import Fleet, fleet_settings
+
+    fs = fleet_settings(root, listener.config.settings)
+    if fs is None:
+        return None
+    fleet = Fleet(fs)
+    listener.fleet, listener.gate = fleet, fleet.gate
+    listener.observers.append(fleet.observe)
+    fleet.start()
+    _drain(listener)
+    return fleet
+
+
+def _restart_on_fleet_change(old, new) -> None:
+    """The fleet client is built at start: a change of its settings ends this listener (as
+    SIGTERM does), and the supervisor or systemd starts it again with them."""
+    if any(getattr(old, f) != getattr(new, f) for f in ("fleet", "node", "fleet_required")):
+        log.warning("fleet settings changed: the listener restarts to apply them")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _drain(listener: Listener) -> None:
+    listener.fleet.drain(listener.grants, {d.port for d in listener.doors.values()}, time.time())
+
+
 def _open(config: Config) -> NflogSocket:
     group = config.settings.nflog_group
     try:
@@ -238,6 +278,7 @@ def _reload(root: Root, listener: Listener, sock: NflogSocket) -> NflogSocket:
         log.error("reload failed, keeping the running configuration: %s", exc)
         return sock
     old_group = listener.config.settings.nflog_group
+    _restart_on_fleet_change(listener.config.settings, config.settings)
     listener.configure(config)
     for observer in listener.observers:
         if isinstance(observer, DoorCommands):

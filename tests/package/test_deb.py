@@ -87,7 +87,7 @@ def test_package_holds_the_program_units_pages_and_examples(deb):
 def test_control_depends_on_debian_python_packages(deb):
     control = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True).stdout
     depends = re.search(r"^Depends: (.*)$", control, re.M).group(1)
-    for pkg in ("python3", "python3-configobj", "python3-rich", "python3-iptables"):
+    for pkg in ("python3", "python3-configobj", "python3-rich", "python3-iptables", "python3-redis"):
         assert re.search(rf"(^|, ){pkg}( |,|$)", depends), pkg
     conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], capture_output=True, text=True,
                                check=True).stdout.split()
