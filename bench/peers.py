@@ -26,18 +26,20 @@ class FwknopdFiles:
     access: str
 
 
-def fwknopd_files(interface: str, run_dir: str, port: int, key_b64: str, hmac_b64: str) -> FwknopdFiles:
+def fwknopd_files(interface: str, run_dir: str, port: int, key_b64: str, hmac_b64: str,
+                  loop_sleep: int | None = None) -> FwknopdFiles:
     """fwknopd.conf and access.conf for one protected TCP port: SPA over UDP on `port`, seen
     by pcap on `interface` only (not promiscuous), a Rijndael key and an HMAC-SHA256 key,
     rules by iptables-nft (inside the namespace fwknopd runs in). The rest is Debian's
-    shipped default (PCAP_LOOP_SLEEP 100000 us among them)."""
+    shipped default (PCAP_LOOP_SLEEP 100000 us among them, unless loop_sleep is given)."""
     conf = (f"PCAP_INTF                   {interface};\n"
             "ENABLE_PCAP_PROMISC         N;\n"
             f"PCAP_FILTER                 udp dst port {FWKNOP_PORT};\n"
             f"FWKNOP_RUN_DIR              {run_dir};\n"
             f"FIREWALL_EXE                {IPTABLES};\n"
             "ENABLE_DIGEST_PERSISTENCE   Y;\n"
-            "EXIT_AT_INTF_DOWN           N;\n")
+            "EXIT_AT_INTF_DOWN           N;\n"
+            + (f"PCAP_LOOP_SLEEP             {loop_sleep};\n" if loop_sleep is not None else ""))
     access = (f"SOURCE                      ANY\n"
               f"OPEN_PORTS                  tcp/{port}\n"
               f"KEY_BASE64                  {key_b64}\n"

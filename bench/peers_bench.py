@@ -48,6 +48,8 @@ SPOOF_FIRST, SPOOF_SOURCES = "198.19.0.1", 65_535
 DRAIN_LIMIT = 20.0
 READY_LIMIT = 15.0
 KNOCK_SH = REPO / "client" / "knock.sh"
+REPEAT_GAP = 0.4  # knock.sh -r: copies 0.4 s apart
+SUBJECTS = ("awp", "awp-x5", "fwknopd", "knockd")
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,15 @@ class Plan:
     client_trials: int  # idle knocks by the tool's own client program
     junk_rates: tuple[int, ...]  # 0: as fast as the sender goes
     knocks: int  # valid knocks in each junk step
+    junk_seconds: float  # each junk step lasts at least this long
     bound: float = 3.0  # seconds a knock may take before it counts as failed
     warmup: float = 1.0  # seconds of junk before the first valid knock
 
 
 def make_plan(quick: bool) -> Plan:
     if quick:
-        return Plan(10, 5, (10000, 0), 5)
-    return Plan(30, 15, (10000, 50000, 0), 15)
+        return Plan(10, 5, (10000, 0), 5, 10.0)
+    return Plan(30, 15, (10000, 50000, 0), 15, 30.0)
 
 
 # --- the root namespace's firewall -----------------------------------------------------------
@@ -200,10 +203,11 @@ class Subject:
 class Awp(Subject):
     name = "awp"
 
-    def __init__(self, lab, workdir, plan, backend: str):
+    def __init__(self, lab, workdir, plan, backend: str, repeat: int = 1):
         super().__init__(lab, workdir, plan)
-        self.backend = backend
-        self.version = f"awp {revision()} advanced, {backend}"
+        self.backend, self.repeat = backend, repeat
+        self.name = "awp" if repeat == 1 else f"awp x{repeat}"
+        self.version = f"awp {revision()} advanced, {backend}" + (f", each knock sent {repeat}x" if repeat > 1 else "")
         self.root = make_root(str(workdir), awp_config(backend), None,
                               f"{PORT},{AWP_KNOCK_PORT},{OPEN_SECRET},bench-close-secret-4747\n")
         self.listener: Listener | None = None
@@ -217,11 +221,12 @@ class Awp(Subject):
         remove(self.lab, self.root, self.listener)
 
     def knock_request(self, src: str) -> dict:
-        return {"kind": "udp", "knock_port": AWP_KNOCK_PORT, "secret": OPEN_SECRET}
+        return {"kind": "udp", "knock_port": AWP_KNOCK_PORT, "secret": OPEN_SECRET, "repeat": self.repeat,
+                "repeat_gap": REPEAT_GAP}
 
     def client_request(self, src: str) -> dict:
-        return {"kind": "cmd", "argv": ["bash", str(KNOCK_SH), "-s", src, self.dst, str(AWP_KNOCK_PORT), "-"],
-                "input": OPEN_SECRET + "\n"}
+        return {"kind": "cmd", "argv": ["bash", str(KNOCK_SH), "-r", str(self.repeat), "-s", src, self.dst,
+                                        str(AWP_KNOCK_PORT), "-"], "input": OPEN_SECRET + "\n"}
 
     def junk(self) -> dict:
         return {"mode": "spoofjunk", "port": AWP_KNOCK_PORT}
@@ -233,15 +238,17 @@ class Awp(Subject):
 class Fwknopd(Subject):
     name = "fwknopd"
 
-    def __init__(self, lab, workdir, plan):
+    def __init__(self, lab, workdir, plan, loop_sleep: int | None = None):
         super().__init__(lab, workdir, plan)
-        self.version = tool_version(["fwknopd", "--version"]).split(",")[0]
+        self.version = tool_version(["fwknopd", "--version"]).split(",")[0].replace("fwknopd server ", "")
+        if loop_sleep is not None:
+            self.version += f", PCAP_LOOP_SLEEP {loop_sleep} us"
         self.dir = workdir / "fwknop"
         (self.dir / "run").mkdir(parents=True)
         self.home = self.dir / "home"  # the client's $HOME: its .fwknoprc holds the keys
         self.home.mkdir()
         key, hmac_key = base64.b64encode(os.urandom(32)).decode(), base64.b64encode(os.urandom(64)).decode()
-        files = peers.fwknopd_files(DEV, str(self.dir / "run"), PORT, key, hmac_key)
+        files = peers.fwknopd_files(DEV, str(self.dir / "run"), PORT, key, hmac_key, loop_sleep)
         self.conf = private(self.dir / "fwknopd.conf", files.conf)
         self.access = private(self.dir / "access.conf", files.access)
         private(self.home / ".fwknoprc",
@@ -355,13 +362,16 @@ class Run:
         d, s = self.s.daemon, self.s
         offsets, cpu0 = d.offsets(), d.cpu_seconds()
         rx0, sys0, start = link_rx(s.server, DEV), CpuSample.read(), time.monotonic()
-        seconds = self.plan.warmup + self.plan.knocks * (self.plan.bound + 0.5) + 2
+        # the junk lasts junk_seconds whatever the knocks do (longer if they take longer), so
+        # every subject gets about as many junk packets and its log bytes compare
+        seconds = max(self.plan.warmup + self.plan.knocks * (self.plan.bound + 0.5) + 2, self.plan.junk_seconds + 1)
         sender = Sender(s.client, {**s.junk(), "first": SPOOF_FIRST, "sources": SPOOF_SOURCES, "sport": 40000,
                                    "dst": s.dst, "rate": rate, "count": int(seconds * (rate or 2_000_000)),
                                    "seconds": seconds})
         try:
             time.sleep(self.plan.warmup)
             knocks = [self.knock() for _ in range(self.plan.knocks)]
+            time.sleep(max(0.0, start + self.plan.junk_seconds - time.monotonic()))
         finally:
             out = sender.stop()
         window = time.monotonic() - start
@@ -416,17 +426,19 @@ def measure_subject(subject: Subject, plan: Plan, keep: Path | None = None) -> d
             keep.mkdir(parents=True, exist_ok=True)
             for path in subject.daemon.logs:
                 if path.exists():
-                    shutil.copyfile(path, keep / f"{subject.name}-{path.name}")
+                    shutil.copyfile(path, keep / f"{subject.name.replace(' ', '-')}-{path.name}")
 
 
-def run_all(names: list[str], plan: Plan, backend: str, keep: Path | None = None) -> list[dict]:
+def run_all(names: list[str], plan: Plan, backend: str, keep: Path | None = None,
+            loop_sleep: int | None = None) -> list[dict]:
     before = root_firewall()
     results = []
     for name in names:
         with tempfile.TemporaryDirectory(prefix="awp-peers-") as tmp, Lab(clients=1, tag=f"peers{name}") as lab:
             workdir = Path(tmp)
             subject = {"awp": lambda: Awp(lab, workdir, plan, backend),
-                       "fwknopd": lambda: Fwknopd(lab, workdir, plan),
+                       "awp-x5": lambda: Awp(lab, workdir, plan, backend, repeat=5),
+                       "fwknopd": lambda: Fwknopd(lab, workdir, plan, loop_sleep),
                        "knockd": lambda: Knockd(lab, workdir, plan)}[name]()
             try:
                 results.append(measure_subject(subject, plan, keep))
@@ -504,16 +516,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer knocks and rates (about 4 minutes)")
     p.add_argument("--backend", choices=("nftables", "iptables-nft"), default="nftables",
                    help="awp's FW_PORTKNOCK_BACKEND (default: nftables)")
-    p.add_argument("--subjects", default="awp,fwknopd,knockd", help="comma-separated, in this order")
+    p.add_argument("--subjects", default=",".join(SUBJECTS),
+                   help=f"comma-separated, run in this order (default {','.join(SUBJECTS)}; awp-x5: each awp knock "
+                        "sent 5 times, 0.4 s apart, as knock.sh -r 5)")
     p.add_argument("--rates", help="junk rates, comma-separated pps (0: max), instead of the plan's")
     p.add_argument("--knocks", type=int, help="valid knocks per junk step instead of the plan's")
+    p.add_argument("--fwknopd-loop-sleep", type=int, metavar="US",
+                   help="fwknopd's PCAP_LOOP_SLEEP in microseconds (default: as Debian ships it, 100000)")
     p.add_argument("--keep-logs", type=Path, help="copy each daemon's log files into this directory")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("peers_bench: needs root (network namespaces, iptables)", file=sys.stderr)
         return 2
     names = [n for n in args.subjects.split(",") if n]
-    unknown = set(names) - {"awp", "fwknopd", "knockd"}
+    unknown = set(names) - set(SUBJECTS)
     if unknown:
         p.error(f"unknown subjects: {sorted(unknown)}")
     plan = make_plan(args.quick)
@@ -527,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print(f"command: bench/peers_bench.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     start = time.monotonic()
-    results = run_all(names, plan, args.backend, args.keep_logs)
+    results = run_all(names, plan, args.backend, args.keep_logs, args.fwknopd_loop_sleep)
     if results:
         print(results[0]["steering"])
     report(results, plan)
