@@ -50,6 +50,7 @@ READY_LIMIT = 15.0
 KNOCK_SH = REPO / "client" / "knock.sh"
 REPEAT_GAP = 0.4  # knock.sh -r: copies 0.4 s apart
 SUBJECTS = ("awp", "awp-x5", "fwknopd", "knockd")
+WARMUP = 2  # knocks before the idle ones, reported apart
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,7 @@ def measure_subject(subject: Subject, plan: Plan, keep: Path | None = None) -> d
     lab.server.serve_tcp(PORT)
     route_pools(lab)
     steering = steer_rx(lab)
-    hosts = plan.trials + plan.client_trials + len(plan.junk_rates) * plan.knocks
+    hosts = WARMUP + plan.trials + plan.client_trials + len(plan.junk_rates) * plan.knocks
     if FIRST_HOST + hosts > 254:
         raise ValueError(f"{hosts} knock sources do not fit in 198.18.1.{FIRST_HOST}-254")
     script = "".join(f"addr add 198.18.1.{h}/24 dev eth0\n" for h in range(FIRST_HOST, FIRST_HOST + hosts))
@@ -402,6 +403,7 @@ def measure_subject(subject: Subject, plan: Plan, keep: Path | None = None) -> d
         subject.start()
         run = Run(subject, plan)
         d = subject.daemon
+        first = [run.knock() for _ in range(WARMUP)]  # not counted: a daemon's first knock may warm it up
         progress(f"{subject.name}: {plan.trials} idle knocks (packet built beforehand)")
         idle = summarize([run.knock() for _ in range(plan.trials)])
         progress(f"{subject.name}: {plan.client_trials} idle knocks by its own client program")
@@ -416,6 +418,7 @@ def measure_subject(subject: Subject, plan: Plan, keep: Path | None = None) -> d
                 progress(f"{subject.name}: the daemon died during the junk")
                 break
         return {"name": subject.name, "version": subject.version, "steering": steering, "idle": idle,
+                "first": summarize(first),
                 "client": by_client, "rss_start_kib": rss0, "cpu_idle_s": cpu_idle, "steps": steps,
                 "junk": subject.junk_text()}
     finally:
@@ -458,6 +461,8 @@ def pair(summary: dict) -> str:
 def report(results: list[dict], plan: Plan) -> None:
     for r in results:
         print(f"\n{r['name']} ({r['version']}); junk: {r['junk']}")
+        print(f"   first {r['first']['n']} knocks after the start (not counted below): {r['first']['ok']} opened, "
+              f"median {fmt(r['first']['median'])} ms")
         print(f"   idle, packet built beforehand: {r['idle']['ok']}/{r['idle']['n']} opened, median / p95 "
               f"{pair(r['idle'])} ms")
         print(f"   idle, its own client program:  {r['client']['ok']}/{r['client']['n']} opened, median / p95 "
