@@ -505,10 +505,11 @@ def side_by_side(results: list[dict], plan: Plan) -> None:
         row(f"valid knocks under junk at {label}: ok / N, median ms",
             lambda r: (f"{step(r)['knocks']['ok']}/{step(r)['knocks']['n']}, {fmt(step(r)['knocks']['median'])}"
                        if step(r) else "-"))
-        row(f"  junk delivered pps; daemon CPU % of a core",
+        row("  junk delivered pps; daemon CPU % of a core",
             lambda r: f"{fmt(step(r)['delivered_pps'], ',.0f')}; {fmt(step(r)['cpu_pct'], '.0f')}" if step(r) else "-")
-        row(f"  log bytes per million junk packets",
-            lambda r: fmt(peers.log_per_million(step(r)["log_bytes"], step(r)["delivered"]), ",.0f") if step(r) else "-")
+        row("  log bytes per million junk packets",
+            lambda r: (fmt(peers.log_per_million(step(r)["log_bytes"], step(r)["delivered"]), ",.0f")
+                       if step(r) else "-"))
     row("daemon RSS MiB before / after the junk (x awp)",
         lambda r: f"{r['rss_start_kib'] / 1024:.1f} / {r['steps'][-1]['rss_kib'] / 1024:.1f}"
         + vs(r, r["steps"][-1]["rss_kib"], base and base["steps"][-1]["rss_kib"]) if r["steps"] else "-")
@@ -552,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         print(results[0]["steering"])
     report(results, plan)
-    print(f"\nroot namespace firewall unchanged (checked before and after each subject)")
+    print("\nroot namespace firewall unchanged (checked before and after each subject)")
     print(f"total {time.monotonic() - start:.0f} s")
     return 0
 
