@@ -9,7 +9,7 @@ VENV     := .venv
 DEB_PKGS := iptables ipset nftables iproute2 kmod telnet netcat-openbsd knockd nmap socat \
             shellcheck man-db groff-base openssl procps python3-venv systemd fail2ban \
             lintian dpkg-dev tmux python3-configobj python3-rich python3-iptables libnftables1 logrotate \
-            redis-server python3-redis
+            redis-server python3-redis fwknop-server fwknop-client
 
 .PHONY: setup .setup-deb demo test lint bench clean deb
 

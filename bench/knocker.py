@@ -15,6 +15,11 @@ lost knock stays lost), `gap` seconds apart (default 0: back to back). udp: one 
 sent `repeat` times (default 1), as knock.sh --repeat does, while the polls go on. Then a non-blocking connect() to `port` every `poll` seconds
 (default POLL), each kept for KEEP seconds (at most MAX_PENDING at once), until one completes or `bound` seconds have
 passed since the last knock.
+A udp request with "payload_hex" sends those bytes instead (a packet another tool built,
+say an fwknop SPA packet). kind "cmd": {"kind": "cmd", "argv": [...], "input": "...", ...}
+starts a knock client program (stdin: input), and the polls start at once, beside it; the
+clock starts just before the program does, so its start-up is in the figure. The program
+must end within `bound` seconds (else it is killed).
 Answer: {"ok": bool, "ms": latency or null, "polls": n}.
 """
 
@@ -65,6 +70,8 @@ def knock_udp(req: dict, payload: bytes) -> None:
 
 
 def udp_payload(req: dict) -> bytes:
+    if req.get("payload_hex"):
+        return bytes.fromhex(req["payload_hex"])
     from pknock_ref import ref_payload
 
     return ref_payload(req["secret"], req["src"], time.time())
@@ -131,9 +138,36 @@ def repeater(req: dict, payload: bytes, start: float):
     return resend
 
 
+def run_client(req: dict, start: float) -> dict:
+    """kind "cmd": the knock client program beside the polls."""
+    import subprocess
+
+    proc = subprocess.Popen(req["argv"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(req.get("input", "").encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        seconds, polls = poll_connect(req, start)
+        try:
+            rc = proc.wait(min(float(req["bound"]), MAX_BOUND))
+        except subprocess.TimeoutExpired:
+            rc = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return {"ok": seconds is not None, "ms": None if seconds is None else seconds * 1000, "polls": polls,
+            "rc": rc}
+
+
 def trial(req: dict) -> dict:
     payload = udp_payload(req) if req["kind"] == "udp" else b""
     start = time.perf_counter()
+    if req["kind"] == "cmd":
+        return run_client(req, start)
     if req["kind"] == "udp":
         knock_udp(req, payload)
         seconds, polls = poll_connect(req, start, repeater(req, payload, start))

@@ -8,7 +8,9 @@ mode "syn":  raw TCP SYNs from src:sport; "ports" is "scan" (1, 2, ... 65535, 1,
 mode "junk": UDP datagrams of 64 random hex digits and a newline (an awp advanced-mode
              knock that is well formed but carries a wrong MAC) to dst:port.
 mode "spoofjunk": the junk datagrams of mode "junk" (65 bytes, hex-looking), each from one of
-             `sources` spoofed addresses counted up from `first` (whole IPv4+UDP headers).
+             `sources` spoofed addresses counted up from `first` (whole IPv4+UDP headers);
+             with "b64": N, N random base64 characters instead (the size and look of an
+             fwknop SPA packet).
 mode "spoof": raw TCP SYNs from `sources` distinct addresses counted up from `first`
              (spoofed: IP_HDRINCL), one per source for each of "ports" in turn: all sources
              hit ports[0], then all hit ports[1], ... (benchmarks keep them in 198.18.0.0/15).
@@ -22,6 +24,7 @@ left this namespace), elapsed seconds. Stdlib only.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -77,17 +80,29 @@ def spoof_packets(a: dict) -> list[bytes]:
     return packets
 
 
+MAX_PAYLOAD = 1400
+
+
+def junk_payload(a: dict) -> bytes:
+    """64 random hex digits and a newline, or "b64" random base64 characters."""
+    if a.get("b64"):
+        size = min(int(a["b64"]), MAX_PAYLOAD)
+        return base64.b64encode(os.urandom(size))[:size]
+    return os.urandom(32).hex().encode() + b"\n"
+
+
 def spoofjunk_packets(a: dict) -> list[bytes]:
-    """IPv4 + UDP (checksum 0: none, as IPv4 allows) + 64 random hex digits and a newline,
-    one datagram per source."""
+    """IPv4 + UDP (checksum 0: none, as IPv4 allows) + junk_payload(), one datagram per source."""
     first = struct.unpack("!I", socket.inet_aton(a["first"]))[0]
     sources = min(int(a["sources"]), MAX_SOURCES)
-    dst, sport, total = socket.inet_aton(a["dst"]), a.get("sport", 40000), 20 + 8 + 65
+    dst, sport = socket.inet_aton(a["dst"]), a.get("sport", 40000)
     packets = []
     for n in range(first, first + sources):
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, socket.IPPROTO_UDP, 0, struct.pack("!I", n), dst)
-        udp = struct.pack("!HHHH", sport, a["port"], 8 + 65, 0)
-        packets.append(ip + udp + os.urandom(32).hex().encode() + b"\n")
+        payload = junk_payload(a)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                         struct.pack("!I", n), dst)
+        udp = struct.pack("!HHHH", sport, a["port"], 8 + len(payload), 0)
+        packets.append(ip + udp + payload)
     return packets
 
 
