@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from awp.cli import _doors_table, _sources_table
+from awp.status_tables import doors_table as _doors_table, sources_table as _sources_table
 from awp.lists import parse_advanced, parse_simple
 from awp.model import Config, Settings
 from awp.backend import SourceState
@@ -61,7 +61,7 @@ def test_empty_sources_table_fits():
 
 
 def test_decisions_table_at_80_columns_shows_every_count_and_reason():
-    from awp.cli import _decisions_table
+    from awp.status_tables import decisions_table as _decisions_table
 
     decisions = {"since": 1764655200, "unknown-port": 7,
                  "doors": {"2222": {"open": 123456, "close": 2, "nothing-to-close": 3,
