@@ -3,6 +3,11 @@
 On legacy (x_tables) hosts they are read in-process with python-iptables; it drives only
 the legacy interface, so on nf_tables hosts they come from `iptables-nft-save -c`, whose
 output is parsed instead. Both give the same numbers (tests/netns/test_counters.py).
+
+A door that forwards lets the knocker's connections in through the nat table: its DNAT
+rules in AWP-PREROUTING (which see a connection's first packet only) count them, read with
+`iptables-save -c -t nat` on both variants, and only while a door forwards (on x_tables
+reading the nat table would load it).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from awp.backend.restore import IptablesTable
 
 _LEAF = re.compile(r"AWP-I([0-9]+)$")
 _SAVE_LINE = re.compile(r"\[([0-9]+):[0-9]+\] -A (AWP-I[0-9]+) (.*)$")
+_DNAT_LINE = re.compile(r"\[([0-9]+):[0-9]+\] -A AWP-PREROUTING .*--dport ([0-9]+) .*-j DNAT ")
 
 
 @dataclass(frozen=True)
@@ -67,3 +73,20 @@ def door_counters(backend: IptablesTable) -> dict[int, DoorCounters]:
         return from_iptc(backend.family)
     result = backend.runner([f"{backend.tool}-save", "-c", "-t", "filter"])
     return from_save(result.stdout) if result.returncode == 0 else {}
+
+
+def forwarded_from_save(text: str) -> dict[int, int]:
+    """Connections sent on to an inner host, by door port, from `iptables-save -c -t nat`."""
+    found: dict[int, int] = {}
+    for line in text.splitlines():
+        match = _DNAT_LINE.match(line)
+        if match:
+            port = int(match.group(2))
+            found[port] = found.get(port, 0) + int(match.group(1))
+    return found
+
+
+def forwarded_counters(backend: IptablesTable) -> dict[int, int]:
+    """The filter table `backend`'s family: its nat table's forwarded connections by door port."""
+    result = backend.runner([f"{backend.tool}-save", "-c", "-t", "nat"])
+    return forwarded_from_save(result.stdout) if result.returncode == 0 else {}

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from awp.backend import Inspection, SourceState
-from awp.backend.counters import door_counters
+from awp.backend.counters import door_counters, forwarded_counters
 from awp.backend.recent import KernelClock, RecentLists, kernel_clock
 from awp.backend.xt_bans import ban_status
-from awp.compile.iptables import DOOR_BITS, door_bit_list, grant_list, open_list, shared_stage_list
+from awp.compile.iptables import DOOR_BITS, door_bit_list, forwards, grant_list, open_list, shared_stage_list
 from awp.model import Config
 
 
@@ -19,6 +19,10 @@ def inspect(backend, config: Config, lists: RecentLists | None = None) -> Inspec
             port = door_of.get(port, port)  # a door's other ports count for the door
             accepted, dropped = totals.get(port, (0, 0))
             totals[port] = (accepted + c.accepted, dropped + c.dropped)
+        if forwards(config, table.family):  # connections DNATed to an inner host never reach INPUT
+            for port, n in forwarded_counters(table).items():
+                accepted, dropped = totals.get(port, (0, 0))
+                totals[port] = (accepted + n, dropped)
     plan = backend.plan(config)
     differs = tuple(f"IPv{p.table.family}" + ("" if p.table.table == "filter" else f" {p.table.table}")
                     for p in plan.steps if p.changed)

@@ -123,6 +123,7 @@ def test_forward_after_a_simple_knock(router, tmp_path, backend):
     assert doc["kernel_matches_config"], doc["differs"]
     (door,) = doc["doors"]
     assert door["options"]["forward"] == inner_target(lab)
+    assert door["let_in"] >= 2, "each family's forwarded connection counts as let in"
 
 
 def test_forward_after_an_advanced_grant(router, servers):
