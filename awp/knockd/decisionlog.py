@@ -70,21 +70,22 @@ class DecisionCounters:
 
     def __init__(self, since: float):
         self.since = int(since)
-        self.doors: dict[str, dict] = {}
+        self.doors: dict[int, dict] = {}  # by protected port; state() writes the keys as strings
         self.unknown_port = 0
 
     def __call__(self, d: Decision) -> None:
         if d.port is None or d.reason == "unknown-port":
             self.unknown_port += 1
             return
-        door = self.doors.get(str(d.port))
+        door = self.doors.get(d.port)
         if door is None:
-            door = self.doors[str(d.port)] = {"open": 0, "close": 0, "nothing-to-close": 0, "rejected": {}}
-        if d.accepted:
+            door = self.doors[d.port] = {"open": 0, "close": 0, "nothing-to-close": 0, "rejected": {}}
+        if d.action != "reject":
             door[d.action] = door.get(d.action, 0) + 1
         else:
-            door["rejected"][d.reason] = door["rejected"].get(d.reason, 0) + 1
+            rejected = door["rejected"]
+            rejected[d.reason] = rejected.get(d.reason, 0) + 1
 
     def state(self) -> dict:
-        doors = {port: {**counts, "rejected": dict(counts["rejected"])} for port, counts in self.doors.items()}
+        doors = {str(port): {**counts, "rejected": dict(counts["rejected"])} for port, counts in self.doors.items()}
         return {"decisions": {"since": self.since, "doors": doors, "unknown-port": self.unknown_port}}

@@ -202,15 +202,38 @@ def parse_ip_udp(family: int, data: bytes) -> Packet | None:
 
 
 def _parse_ipv4(data: bytes) -> Packet | None:
-    if len(data) < 20 or data[0] >> 4 != 4:
+    """The flood's path: one unpack for the IP header's fields and one for UDP's."""
+    if len(data) < 28 or data[0] >> 4 != 4:  # no room for a UDP header even at the least IHL
         return None
     ihl = (data[0] & 0x0F) * 4
-    total, frag = struct.unpack_from("!H2xH", data, 2)
-    if ihl < 20 or data[9] != IPPROTO_UDP or frag & 0x3FFF or total < ihl:
+    total, frag, proto, raw_src, raw_dst = _IPV4.unpack_from(data, 2)
+    if ihl < 20 or proto != IPPROTO_UDP or frag & 0x3FFF or total < ihl:
         return None
-    src = ipaddress.IPv4Address(data[12:16])
-    dst = ipaddress.IPv4Address(data[16:20])
-    return _parse_udp(socket.AF_INET, src, dst, data[ihl:], total - ihl)
+    if len(data) < ihl + _UDP.size:
+        return None
+    sport, dport, ulen, _csum = _UDP.unpack_from(data, ihl)
+    if ulen < _UDP.size or ulen > total - ihl:
+        return None
+    start = ihl + _UDP.size
+    return Packet(socket.AF_INET, ipaddress.IPv4Address(raw_src), local4(raw_dst), sport, dport,
+                  bytes(data[start : start + ulen - _UDP.size]), ulen - _UDP.size)
+
+
+_IPV4 = struct.Struct("!H2xHxB2x4s4s")  # from byte 2: total length, frag, protocol, src, dst
+_LOCAL: dict[bytes, ipaddress.IPv4Address] = {}
+LOCAL_CACHE = 64  # the host's own addresses: a knock's destination is one of a few
+
+
+def local4(raw: bytes) -> ipaddress.IPv4Address:
+    """The IPv4Address of a destination's 4 bytes, made once (making one is 0.4 us, a fifth
+    of a datagram's parse). Sources are not kept: a flood's 65,535 would cost megabytes and
+    the table would not stay flat."""
+    addr = _LOCAL.get(raw)
+    if addr is None:
+        if len(_LOCAL) >= LOCAL_CACHE:
+            _LOCAL.clear()
+        addr = _LOCAL[raw] = ipaddress.IPv4Address(raw)
+    return addr
 
 
 def _parse_ipv6(data: bytes) -> Packet | None:

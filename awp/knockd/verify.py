@@ -22,8 +22,10 @@ SKEW_REPORT = 3  # a MAC this far off is reported as clock skew rather than a ba
 REPEAT_WINDOW = 5.0  # seconds after its acceptance that the same MAC is a client's repeat
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
+    """Immutable by convention; not frozen for the cost of its __init__ (see events.Decision)."""
+
     action: str  # "open", "close", "repeat" (of an accepted knock: nothing to do) or "reject"
     reason: str  # "ok", "repeat", "unknown-port", "malformed", "bad-mac", "skew", "replay", "untrusted-cache"
     door: AdvancedDoor | None
@@ -36,28 +38,34 @@ class Verdict:
 
 
 class ExpectedMacs:
-    """The first 8 bytes of the 6 MACs a door would accept from a source in the current
+    """The first 4 bytes of the 6 MACs a door would accept from a source in the current
     minute (2 secrets x 3 minutes), computed on the source's first datagram of the minute.
 
     Under a flood from a set of spoofed sources each sends many datagrams a minute; this makes
     all but the first a table lookup and a substring test instead of 6 MACs (the listener's
-    biggest cost per datagram). A datagram whose first 8 bytes match is checked in full, in
-    constant time, by the usual path; one that matches none cannot be right.
+    biggest cost per datagram). A datagram whose first 4 bytes match is checked in full, in
+    constant time, by the usual path; one that matches none cannot be right (a junk datagram
+    passes the test about 6 in 2^32 times and only costs the full check then).
 
-    Flat memory: one preallocated table of `slots` slots (72 bytes each, 4.5 MiB for the
-    default 65,536), direct-mapped by Python's per-process randomized hash of (knock port,
-    source), a newcomer taking its slot's place; wiped when the minute changes. A flood from
-    more sources than slots costs what it cost without the table, never more memory."""
+    Flat memory: one preallocated table of `slots` slots (48 bytes each, 6 MiB for the
+    default 131,072), each (knock port, source) with two candidate slots from Python's
+    per-process randomized hash; a newcomer takes an empty one or else one of the two. With
+    one slot each (the first version, 65,536 slots) a flood from 65,535 sources found its
+    own entry only about 1 time in e, since most slots were shared; with two choices at half
+    load nearly every source keeps one. Wiped when the minute changes. A flood from more
+    sources than slots costs what it cost without the table, never more memory."""
 
-    SLOT = 72  # 1 used flag + 2 port + 16 address + 48 prefixes, padded
+    SLOT = 48  # 1 used flag + 2 port + 16 address + 6 x 4 prefix bytes, padded
     KEY = 19
+    PREFIXES = 24
 
-    def __init__(self, slots: int = 65_536):
+    def __init__(self, slots: int = 131_072):
         if slots < 1 or slots & (slots - 1):
             raise ValueError("slots must be a power of two")
         self.mask = slots - 1
         self.minute: int | None = None
         self.table: bytearray | None = None  # allocated on first use
+        self.heads: dict[int, bytes] = {}  # a key's first 3 bytes by knock port (the doors' few)
 
     def __len__(self) -> int:
         """Slots in use (for tests and the benchmark; walks the table)."""
@@ -66,24 +74,39 @@ class ExpectedMacs:
 
     def could_match(self, door: AdvancedDoor, packet: Packet, mac: str, now_minute: int) -> bool:
         t = self.table
-        if t is None:
-            t = self.table = bytearray((self.mask + 1) * self.SLOT)
-        if now_minute != self.minute:
-            if self.minute is not None:
-                t[:] = bytes(len(t))
-            self.minute = now_minute
+        if t is None or now_minute != self.minute:
+            t = self._new_minute(now_minute)
         packed = packet.src.packed
-        key = b"\1" + packet.dport.to_bytes(2, "big") + packed.ljust(16, b"\0")
-        at = (hash(key) & self.mask) * self.SLOT
+        head = self.heads.get(packet.dport)
+        if head is None:
+            head = self.heads[packet.dport] = b"\1" + packet.dport.to_bytes(2, "big")  # used flag, knock port
+        key = head + (packed if len(packed) == 16 else packed + _PAD12)
+        h = hash(key)
+        at, other = (h & self.mask) * self.SLOT, (h >> 32 & self.mask) * self.SLOT
         if t[at : at + self.KEY] == key:
-            prefixes = bytes(t[at + self.KEY : at + self.KEY + 48])
+            prefixes = t[at + self.KEY : at + self.KEY + self.PREFIXES]
+        elif t[other : other + self.KEY] == key:
+            prefixes = t[other + self.KEY : other + self.KEY + self.PREFIXES]
         else:
-            prefixes = b"".join(otp.mac_digest(secret.value, packed, m)[:8]
+            prefixes = b"".join(otp.mac_digest(secret.value, packed, m)[:4]
                                 for secret in (door.open_secret, door.close_secret)
                                 for m in range(now_minute - SKEW, now_minute + SKEW + 1) if 0 <= m <= 0xFFFFFFFF)
-            if len(prefixes) == 48:  # not at the ends of the uint32 minute range
-                t[at : at + self.KEY + 48] = key + prefixes
-        return bytes.fromhex(mac[:16]) in prefixes
+            if len(prefixes) == self.PREFIXES:  # not at the ends of the uint32 minute range
+                if t[at] and (not t[other] or prefixes[0] & 1):  # an empty one, else either
+                    at = other
+                t[at : at + self.KEY + self.PREFIXES] = key + prefixes
+        return bytes.fromhex(mac[:8]) in prefixes
+
+    def _new_minute(self, now_minute: int) -> bytearray:
+        if self.table is None:
+            self.table = bytearray((self.mask + 1) * self.SLOT)
+        elif self.minute is not None:
+            self.table[:] = bytes(len(self.table))
+        self.minute = now_minute
+        return self.table
+
+
+_PAD12 = bytes(12)  # an IPv4 address fills 4 of a slot's 16 address bytes
 
 
 def check(packet: Packet, doors: dict[int, AdvancedDoor], replay: ReplayCache, now_minute: int,
