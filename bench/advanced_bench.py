@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import re
@@ -76,6 +77,11 @@ class Listener:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def sys_seconds(self) -> float:
+        """The part of cpu_seconds() spent in the kernel (recv, the netlink copies)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -89,6 +95,18 @@ class Listener:
         with open(self.log, "rb") as fh:
             fh.seek(offset)
             return fh.read().decode(errors="replace")
+
+    def judged(self) -> int:
+        """Datagrams the listener has judged since it started (its state file's decision
+        counters, written once a second)."""
+        try:
+            doc = json.loads((self.root / "var" / "run" / "awp-knockd.state").read_text())["decisions"]
+        except (OSError, ValueError, KeyError):
+            return 0
+        total = doc.get("unknown-port", 0)
+        for counts in doc["doors"].values():
+            total += sum(v for k, v in counts.items() if k != "rejected") + sum(counts["rejected"].values())
+        return total
 
     def netlink_drops(self, server) -> int:
         """Messages the kernel dropped for the listener's netlink sockets (/proc/net/netlink)."""
@@ -135,6 +153,7 @@ class Bench:
     def junk_step(self, listener: Listener, rate: int, repeat: int) -> dict:
         """Right-sized junk from 65,535 spoofed sources at `rate`; plan.knocks valid knocks in it."""
         offset, drops0, cpu0 = listener.log_size(), listener.netlink_drops(self.server), listener.cpu_seconds()
+        copies0, judged0, sys_s0 = copies_in(self.server), listener.judged(), listener.sys_seconds()
         rx0, sys0, start = link_rx(self.server, "awp-c2"), CpuSample.read(), time.monotonic()
         seconds = self.plan.warmup + self.plan.knocks * (self.plan.bound + 0.5) + 2
         sender = Sender(self.junker, {"mode": "spoofjunk", "first": SPOOF_FIRST, "sources": SPOOF_SOURCES,
@@ -148,8 +167,10 @@ class Bench:
             out = sender.stop()
         window = time.monotonic() - start
         cpu = listener.cpu_seconds() - cpu0
+        sys_s = listener.sys_seconds() - sys_s0
         rx1, sysc = link_rx(self.server, "awp-c2"), CpuSample.read().since(sys0)
         drain = listener.drain()
+        time.sleep(1.2)  # the state file's next write counts what the drain judged
         text = listener.log_since(offset)
         return {"rate": rate, "repeat": repeat, "sent_pps": out["sent"] / out["elapsed"],
                 "delivered": rx1[0] - rx0[0], "delivered_pps": (rx1[0] - rx0[0]) / out["elapsed"],
@@ -158,7 +179,26 @@ class Bench:
                 "netlink_drops": listener.netlink_drops(self.server) - drops0,
                 "overrun_lines": [line for line in text.splitlines() if "overrun" in line],
                 "accepted": sum(f"src={k['src']} " in text for k in knocks),
+                "copies_sent": sum(k.get("copies", 0) for k in knocks),
+                "copies_in": copies_in(self.server) - copies0,
+                "judged": listener.judged() - judged0, "sys_share_pct": 100.0 * sys_s / cpu if cpu else 0.0,
                 "rss_kib": listener.rss_kib(), "softirq_pct": sysc["softirq_pct"]}
+
+
+# The knocks' copies that reach the server's input hook, counted before awp's chains see them
+# (a table of the bench's own, in the server namespace): told apart from the copies sent,
+# they say whether a lost knock was lost on the receive path or after netfilter (NFLOG).
+COPIES = ("table inet awpbench {\n counter knocks { }\n chain input {\n"
+          "  type filter hook input priority -400; policy accept;\n"
+          f"  ip saddr 198.18.1.0/24 udp dport {KNOCK_PORT} counter name knocks\n }}\n}}\n")
+
+
+def copies_in(server) -> int:
+    out = server.run(["nft", "-j", "list", "counter", "inet", "awpbench", "knocks"]).stdout
+    for item in json.loads(out)["nftables"]:
+        if "counter" in item:
+            return int(item["counter"]["packets"])
+    return 0
 
 
 def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
@@ -172,6 +212,7 @@ def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
     try:
         progress("awp -s -f (starts the listener)")
         lab.server.awp(["-s", "-f"], root, check=True)
+        lab.server.run(["nft", "-f", "-"], input=COPIES)
         listener = Listener(root)
         progress(f"latency: {plan.trials} knocks, each from its own address")
         latency = summarize([bench.knock() for _ in range(plan.trials)])
@@ -216,10 +257,11 @@ def report(results: dict, plan: Plan, backend: str) -> None:
         per_m = s["log_bytes"] * 1e6 / s["delivered"] if s["delivered"] else 0
         rows.append([str(s["rate"] or "max"), str(s["repeat"]), fmt(s["sent_pps"], ".0f"), fmt(s["delivered_pps"], ".0f"),
                      f"{k['ok']}/{k['n']}", fmt(k["median"]), fmt(k["p95"]), f"{s['accepted']}",
-                     fmt(s["listener_cpu_pct"], ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
+                     f"{s['copies_in']}/{s['copies_sent']}", fmt(100.0 * s["judged"] / s["delivered"] if s["delivered"] else 0, ".0f"),
+                     fmt(s["listener_cpu_pct"], ".0f"), fmt(s.get("sys_share_pct"), ".0f"), fmt(s["softirq_pct"], ".0f"), str(s["netlink_drops"]),
                      last[-1] if last else "0", fmt(per_m, ".0f"), str(s["rss_kib"] // 1024), fmt(s["drain_s"], ".1f")])
     print(table(["junk pps", "sends", "sent pps", "delivered pps", "knocks ok", "median ms", "p95 ms", "log: accepted",
-                 "listener cpu %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
+                 "copies in/sent", "judged %", "listener cpu %", "of it sys %", "cpu0 softirq %", "netlink drops", "overruns", "log B / M junk", "rss MiB",
                  "drain s"], rows))
     total = sum(s["delivered"] for s in results["steps"])
     print(f"\nlistener RSS {results['rss_start_kib'] / 1024:.1f} MiB before the junk, "

@@ -126,8 +126,9 @@ def expire(pending, older_than: float):
     return kept
 
 
-def repeater(req: dict, payload: bytes, start: float):
-    """The resend() of poll_connect: the knock's copies 2..repeat, repeat_gap seconds apart."""
+def repeater(req: dict, payload: bytes, start: float, sent: list[int] | None = None):
+    """The resend() of poll_connect: the knock's copies 2..repeat, repeat_gap seconds apart
+    (sent[0] counts them)."""
     times = [start + k * min(float(req.get("repeat_gap", 0.4)), MAX_GAP)
              for k in range(1, min(int(req.get("repeat", 1)), MAX_REPEAT))]
 
@@ -135,6 +136,8 @@ def repeater(req: dict, payload: bytes, start: float):
         while times and times[0] <= now:
             times.pop(0)
             knock_udp(req, payload)
+            if sent is not None:
+                sent[0] += 1
     return resend
 
 
@@ -168,13 +171,15 @@ def trial(req: dict) -> dict:
     start = time.perf_counter()
     if req["kind"] == "cmd":
         return run_client(req, start)
+    sent = [1]
     if req["kind"] == "udp":
         knock_udp(req, payload)
-        seconds, polls = poll_connect(req, start, repeater(req, payload, start))
+        seconds, polls = poll_connect(req, start, repeater(req, payload, start, sent))
     else:
         knock_tcp(req)
         seconds, polls = poll_connect(req, start)
-    return {"ok": seconds is not None, "ms": None if seconds is None else seconds * 1000, "polls": polls}
+    return {"ok": seconds is not None, "ms": None if seconds is None else seconds * 1000, "polls": polls,
+            "copies": sent[0]}
 
 
 def main() -> int:
