@@ -193,6 +193,12 @@ COPIES = ("table inet awpbench {\n counter knocks { }\n chain input {\n"
           f"  ip saddr 198.18.1.0/24 udp dport {KNOCK_PORT} counter name knocks\n }}\n}}\n")
 
 
+# --notrack, an experiment: the knock port's datagrams skip conntrack (what awp could emit
+# before its knock rules; a spoofed flood makes a conntrack entry for every source)
+NOTRACK = ("table inet awpbench {\n chain raw {\n  type filter hook prerouting priority raw; policy accept;\n"
+           f"  udp dport {KNOCK_PORT} notrack\n }}\n}}\n")
+
+
 def copies_in(server) -> int:
     out = server.run(["nft", "-j", "list", "counter", "inet", "awpbench", "knocks"]).stdout
     for item in json.loads(out)["nftables"]:
@@ -201,7 +207,7 @@ def copies_in(server) -> int:
     return 0
 
 
-def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
+def measure(lab: Lab, workdir: str, plan: Plan, backend: str, notrack: bool = False) -> dict:
     lab.server.serve_tcp(PORT)
     route_pools(lab)  # the spoofed pool is routed back via client 1, as in flood_bench.py
     steering = steer_rx(lab)
@@ -213,6 +219,8 @@ def measure(lab: Lab, workdir: str, plan: Plan, backend: str) -> dict:
         progress("awp -s -f (starts the listener)")
         lab.server.awp(["-s", "-f"], root, check=True)
         lab.server.run(["nft", "-f", "-"], input=COPIES)
+        if notrack:
+            lab.server.run(["nft", "-f", "-"], input=NOTRACK)
         listener = Listener(root)
         progress(f"latency: {plan.trials} knocks, each from its own address")
         latency = summarize([bench.knock() for _ in range(plan.trials)])
@@ -276,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", help="client repeats to try, comma-separated (default 1,3)")
     p.add_argument("--backend", choices=("auto", "nftables", "iptables-nft", "iptables-legacy"), default="auto",
                    help="FW_PORTKNOCK_BACKEND for the run (default: auto)")
+    p.add_argument("--notrack", action="store_true",
+                   help="experiment: the knock port's datagrams skip conntrack (a table of the bench's own)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("advanced_bench: needs root (network namespaces, iptables)", file=sys.stderr)
@@ -288,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats:
         plan = dataclasses.replace(plan, repeats=tuple(int(r) for r in args.repeats.split(",")))
     print(f"awp advanced-mode benchmark ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"kernel {platform.release()}, {os.cpu_count()} CPUs, awp {revision()}")
+    print(f"kernel {platform.release()}, {os.cpu_count()} CPUs, awp {revision()}"
+          + (", knock port without conntrack (--notrack)" if args.notrack else ""))
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="awp-bench-") as workdir, Lab(clients=2, tag="benchadv") as lab:
-        results = measure(lab, workdir, plan, args.backend)
+        results = measure(lab, workdir, plan, args.backend, args.notrack)
     report(results, plan, args.backend)
     print(f"\ntotal {time.monotonic() - start:.0f} s")
     return 0
