@@ -192,6 +192,9 @@ def cmd_check(root, args) -> int:
 
     for note in listener_notes(config):
         out.print(f"awp: {note}", markup=False)
+    fleet = workflow.fleet_key_note(root, config)
+    if fleet:
+        out.print(f"awp: {fleet}", markup=False)
     return 0
 
 

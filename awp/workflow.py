@@ -133,6 +133,25 @@ def _hand_grants(root: Root, sources):
 STATE_MAX = 1 << 20  # the listener's state file: a few hundred bytes per door
 
 
+def fleet_key_note(root: Root, config: Config) -> str | None:
+    """`awp check` in fleet mode: whether DIR/etc/fleet.key is the key that signed the
+    fleet's newest grant messages. ConfigError if it verifies none of them; else a line to
+    print (None without a fleet). Only `awp check` asks the store: an apply never waits on it."""
+    from awp.fleet.node import compare_key, fleet_settings
+
+    fs = fleet_settings(root, config.settings)
+    if fs is None:
+        return None
+    verdict, verified, read = compare_key(fs)
+    if verdict == "differs":
+        raise ConfigError(f"{root.fleet_key}: fleet key differs from the fleet's: none of the {read} newest "
+                          f"grant messages in the store verifies under it (this node would ignore every grant "
+                          f"of the fleet); copy {root.fleet_key} from a node of the fleet")
+    return {"agrees": f"fleet key agrees with the fleet's ({verified} of the {read} newest grant messages verify)",
+            "no-messages": "fleet key not compared: the fleet's store holds no grant message yet",
+            "unreachable": "fleet key not compared: the fleet's store did not answer within 1 s"}[verdict]
+
+
 def new_fleet_key(root: Root, force: bool) -> Path:
     """`awp fleet-key`: a new random DIR/etc/fleet.key (copy it to every node)."""
     from awp.fleet.keys import write_key

@@ -317,3 +317,32 @@ def _claim_ms(minute: int, now: float) -> int:
 def _why(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{exc.__class__.__name__}: {text[:120]}" if text else exc.__class__.__name__
+
+
+KEY_CHECK_TIMEOUT = 1.0  # s: `awp check` waits this long for the fleet's store, no more
+KEY_CHECK_SAMPLE = 50  # the newest grant messages it reads
+
+
+def compare_key(fs: FleetSettings, connect=store.connect) -> tuple[str, int, int]:
+    """`awp check`'s look at whether this node's fleet key is the fleet's: the newest grant
+    messages in the store (its stream and the live grants) verified under the key.
+    ("agrees" | "differs" | "no-messages" | "unreachable", verified, read). A key that
+    verifies nothing while the store holds messages is another fleet's key (or the store
+    holds only forgeries: either way this node would ignore every grant of the fleet)."""
+    try:
+        r = connect(fs.url, fs.credentials, KEY_CHECK_TIMEOUT, fs.ca_file)
+        lines = [fields.get("m", "") for _id, fields in r.xrevrange(store.LOG, count=KEY_CHECK_SAMPLE)]
+        lines += store.live(r)[:KEY_CHECK_SAMPLE]
+    except (store.Error, OSError) as exc:
+        log.debug("fleet key not compared: %s", exc)
+        return "unreachable", 0, 0
+    verified = 0
+    for line in lines:
+        try:
+            verify(fs.key, line)
+            verified += 1
+        except BadMessage:
+            continue
+    if not lines:
+        return "no-messages", 0, 0
+    return ("agrees" if verified else "differs"), verified, len(lines)

@@ -203,6 +203,28 @@ def test_check_names_a_missing_or_bad_fleet_key(fleet, nodes):
 
 
 @pytest.mark.parametrize("backend", ["nftables"])
+def test_check_tells_a_key_that_is_not_the_fleets(fleet, nodes):
+    """A well-formed key of another fleet: `awp check` finds that it verifies none of the
+    fleet's newest grant messages (exit 3, naming the file); the fleet's key agrees."""
+    a = nodes(0)
+    b = nodes(1, start=False)
+    cl = fleet.clients[0]
+    wait_fleet(a, True)
+    assert "the fleet's store holds no grant message yet" in b.awp("check").stdout
+    mark = post(a, cl, fleet.nodes[0].ip4, a.macs.payload(OPEN, cl.ip4))
+    a.log.wait(accepted("open", cl.ip4), mark)
+    ok = b.awp("check")
+    assert ok.returncode == 0 and "fleet key agrees with the fleet's" in ok.stdout, ok.stdout
+    key = b.base / "etc" / "fleet.key"
+    key.write_text("6b" * 32 + "\n")
+    proc = b.awp("check")
+    assert proc.returncode == 3 and f"{key}: fleet key differs from the fleet's" in proc.stderr, proc.stderr
+    assert "6b6b" not in proc.stderr + proc.stdout
+    fleet.redis.kill()
+    assert "did not answer within 1 s" in b.awp("check").stdout
+
+
+@pytest.mark.parametrize("backend", ["nftables"])
 def test_a_stalled_redis_delays_a_knock_by_at_most_the_bound(fleet, nodes):
     """SIGSTOP: Redis accepts connections but never answers. The knock that finds it so waits
     at most the packet path's socket timeout (0.2 s; bench/fleet_bench.py measures it), and the

@@ -403,3 +403,41 @@ def test_metrics_show_the_fleet_link_only_in_fleet_mode():
     assert got[("awp_fleet_ignored_messages_total", node)] == 3
     alone = metrics.render(St(METRICS_CONFIG, inspection(), 4242, None, {"heartbeat": 1700000100}), 1700000100.0)
     assert "awp_fleet_" not in alone
+
+
+# --- awp check: is this node's key the fleet's? ------------------------------------------------
+
+
+class _Store:
+    """The two reads compare_key makes: the stream's newest entries and the live grants."""
+
+    def __init__(self, stream=(), live=(), fail=False):
+        self.stream, self.live_lines, self.fail = list(stream), list(live), fail
+
+    def xrevrange(self, name, count):
+        if self.fail:
+            raise redis.ConnectionError("connection refused")
+        return [(f"{i}-0", {"m": line}) for i, line in enumerate(self.stream[:count])]
+
+    def hgetall(self, name):
+        return {f"f{i}": line for i, line in enumerate(self.live_lines)}
+
+
+@pytest.mark.parametrize("stream,live,expected", [
+    ([msg().sign(KEY)], [], ("agrees", 1, 1)),
+    ([msg().sign(bytes(32)), msg(id="00112233445566aa").sign(KEY)], ["junk"], ("agrees", 1, 3)),
+    ([msg().sign(bytes(32))], [msg(id="0011223344556677").sign(bytes(32))], ("differs", 0, 2)),
+    ([], [], ("no-messages", 0, 0)),
+])
+def test_compare_key_verifies_the_fleets_newest_messages(stream, live, expected):
+    from awp.fleet.node import compare_key
+
+    fs = FleetSettings("redis://198.18.0.9:6390", "a", False, KEY)
+    assert compare_key(fs, connect=lambda *a: _Store(stream, live)) == expected
+
+
+def test_compare_key_with_the_store_down_says_so_and_does_not_raise():
+    from awp.fleet.node import compare_key
+
+    fs = FleetSettings("redis://198.18.0.9:6390", "a", False, KEY)
+    assert compare_key(fs, connect=lambda *a: _Store(fail=True)) == ("unreachable", 0, 0)
