@@ -137,7 +137,7 @@ def fleet_key_note(root: Root, config: Config) -> str | None:
     """`awp check` in fleet mode: whether DIR/etc/fleet.key is the key that signed the
     fleet's newest grant messages. ConfigError if it verifies none of them; else a line to
     print (None without a fleet). Only `awp check` asks the store: an apply never waits on it."""
-    from awp.fleet.node import compare_key, fleet_settings
+    from awp.fleet.node import KEY_CHECK_TIMEOUT, compare_key, fleet_settings
 
     fs = fleet_settings(root, config.settings)
     if fs is None:
@@ -149,7 +149,7 @@ def fleet_key_note(root: Root, config: Config) -> str | None:
                           f"of the fleet); copy {root.fleet_key} from a node of the fleet")
     return {"agrees": f"fleet key agrees with the fleet's ({verified} of the {read} newest grant messages verify)",
             "no-messages": "fleet key not compared: the fleet's store holds no grant message yet",
-            "unreachable": "fleet key not compared: the fleet's store did not answer within 1 s"}[verdict]
+            "unreachable": f"fleet key not compared: the fleet's store did not answer within {KEY_CHECK_TIMEOUT:g} s"}[verdict]
 
 
 def new_fleet_key(root: Root, force: bool) -> Path:

@@ -336,6 +336,8 @@ def compare_key(fs: FleetSettings, connect=store.connect) -> tuple[str, int, int
     except (store.Error, OSError) as exc:
         log.debug("fleet key not compared: %s", exc)
         return "unreachable", 0, 0
+    if not lines:
+        return "no-messages", 0, 0
     verified = 0
     for line in lines:
         try:
@@ -343,6 +345,4 @@ def compare_key(fs: FleetSettings, connect=store.connect) -> tuple[str, int, int
             verified += 1
         except BadMessage:
             continue
-    if not lines:
-        return "no-messages", 0, 0
     return ("agrees" if verified else "differs"), verified, len(lines)

@@ -209,14 +209,7 @@ def _parse_ipv4(data: bytes) -> Packet | None:
     total, frag, proto, raw_src, raw_dst = _IPV4.unpack_from(data, 2)
     if ihl < 20 or proto != IPPROTO_UDP or frag & 0x3FFF or total < ihl:
         return None
-    if len(data) < ihl + _UDP.size:
-        return None
-    sport, dport, ulen, _csum = _UDP.unpack_from(data, ihl)
-    if ulen < _UDP.size or ulen > total - ihl:
-        return None
-    start = ihl + _UDP.size
-    return Packet(socket.AF_INET, ipaddress.IPv4Address(raw_src), local4(raw_dst), sport, dport,
-                  bytes(data[start : start + ulen - _UDP.size]), ulen - _UDP.size)
+    return _parse_udp(socket.AF_INET, ipaddress.IPv4Address(raw_src), local4(raw_dst), data, ihl, total - ihl)
 
 
 _IPV4 = struct.Struct("!H2xHxB2x4s4s")  # from byte 2: total length, frag, protocol, src, dst
@@ -245,7 +238,7 @@ def _parse_ipv6(data: bytes) -> Packet | None:
         return None
     src = ipaddress.IPv6Address(data[8:24])
     dst = ipaddress.IPv6Address(data[24:40])
-    return _parse_udp(socket.AF_INET6, src, dst, data[off:], 40 + plen - off)
+    return _parse_udp(socket.AF_INET6, src, dst, data, off, 40 + plen - off)
 
 
 def _skip_ipv6_ext(data: bytes, nexthdr: int) -> int | None:
@@ -261,17 +254,18 @@ def _skip_ipv6_ext(data: bytes, nexthdr: int) -> int | None:
 
 
 def _parse_udp(
-    family: int, src: IpAddress, dst: IpAddress, udp: bytes, ip_room: int
+    family: int, src: IpAddress, dst: IpAddress, data: bytes, off: int, ip_room: int
 ) -> Packet | None:
-    """``ip_room``: bytes the IP header says follow it (UDP header included)."""
-    if len(udp) < _UDP.size:
+    """The UDP header at ``off`` of the IP packet ``data`` (read in place, no slice of the
+    rest); ``ip_room``: bytes the IP header says follow it (UDP header included)."""
+    if len(data) < off + _UDP.size:
         return None
-    sport, dport, ulen, _csum = _UDP.unpack_from(udp)
+    sport, dport, ulen, _csum = _UDP.unpack_from(data, off)
     if ulen < _UDP.size or ulen > ip_room:
         return None
     length = ulen - _UDP.size
-    payload = bytes(udp[_UDP.size : _UDP.size + length])
-    return Packet(family, src, dst, sport, dport, payload, length)
+    start = off + _UDP.size
+    return Packet(family, src, dst, sport, dport, bytes(data[start : start + length]), length)
 
 
 # --- building config requests ----------------------------------------------------------
